@@ -1,0 +1,1 @@
+"""Thin Dagster wrappers around the stage packages: one module per stage."""

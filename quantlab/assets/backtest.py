@@ -1,0 +1,86 @@
+"""`strategy_returns` (+ `trades`) and `kpis`: the backtester on each strategy's targets."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+from quantlab.assets.common import POOL, SINGLE_RUN, md_table, write
+from quantlab.backtest.kpis import asof_kpis
+from quantlab.backtest.run import backtest_strategy, warmup_start
+from quantlab.partitions import TRADING_DAYS, partition_dates
+from quantlab.project import load_project
+from quantlab.resources import Warehouse
+
+
+@dg.asset(
+    partitions_def=TRADING_DAYS,
+    backfill_policy=SINGLE_RUN,
+    pool=POOL,
+    group_name="backtest",
+    deps=["targets", "ohlcv"],
+    kinds={"duckdb", "numpy"},
+    description="Daily gross/cost/net returns, legs, turnover and exposure per strategy (next-bar execution); "
+    "also writes `trades`.",
+)
+def strategy_returns(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    start, end = partition_dates(context)
+    specs = load_project().strategies
+    inception = dict(
+        warehouse.read(
+            "SELECT strategy, min(date) FROM targets WHERE weight <> 0 AND date <= ? GROUP BY strategy", [end]
+        ).iter_rows()
+    )
+    rets, trades = [], []
+    for sid, spec in specs.items():
+        lo = warmup_start(start, spec)
+        bars = warehouse.read_table("ohlcv", lo, end, columns=["symbol", "date", "open", "close"])
+        tgt = warehouse.read_table("targets", lo, end, where={"strategy": sid}, columns=["date", "symbol", "weight"])
+        r, t = backtest_strategy(bars, tgt, spec, start, end, inception.get(sid))
+        rets.append(r)
+        trades.append(t)
+    returns = pl.concat([r for r in rets if r.height]) if any(r.height for r in rets) else pl.DataFrame()
+    trade_rows = pl.concat([t for t in trades if t.height]) if any(t.height for t in trades) else pl.DataFrame()
+    n = write(warehouse, "strategy_returns", returns, start, end)
+    write(warehouse, "trades", trade_rows, start, end)
+    summary = (
+        returns.group_by("strategy")
+        .agg(
+            pl.len().alias("days"),
+            ((1 + pl.col("net")).product() - 1).alias("net_return"),
+            pl.col("cost").sum().alias("costs"),
+            pl.col("turnover").mean().alias("avg_turnover"),
+        )
+        .sort("strategy")
+        if n
+        else pl.DataFrame()
+    )
+    return dg.MaterializeResult(
+        metadata={"rows": n, "trades": trade_rows.height, "summary": dg.MetadataValue.md(md_table(summary))}
+    )
+
+
+@dg.asset(
+    partitions_def=TRADING_DAYS,
+    backfill_policy=SINGLE_RUN,
+    pool=POOL,
+    group_name="backtest",
+    deps=["strategy_returns"],
+    kinds={"duckdb", "numpy"},
+    description="As-of KPIs per strategy and date over windows 20d/60d/126d/252d/full (conventions: quantlab.metrics).",
+)
+def kpis(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    start, end = partition_dates(context)
+    history = warehouse.read_table("strategy_returns", end=end, columns=["date", "strategy", "net", "turnover"])
+    out = asof_kpis(history, start, end) if history.height else pl.DataFrame()
+    n = write(warehouse, "kpis", out, start, end)
+    meta: dict = {"rows": n}
+    if n:
+        last = out.filter((pl.col("date") == pl.col("date").max()) & (pl.col("window") == "full"))
+        meta["latest_full_window"] = dg.MetadataValue.md(
+            md_table(last.select("strategy", "sample_days", "sharpe", "annual_return", "max_dd", "hit_rate", "turnover"))
+        )
+        for r in last.iter_rows(named=True):
+            if r["sharpe"] is not None:
+                meta[f"sharpe_full/{r['strategy']}"] = float(r["sharpe"])
+    return dg.MaterializeResult(metadata=meta)

@@ -1,0 +1,44 @@
+"""Helpers shared by the asset modules: schema-checked writes, markdown tables, the warehouse pool."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+import dagster as dg
+import polars as pl
+
+from quantlab.resources.warehouse import SchemaViolation, Warehouse
+
+POOL = "warehouse"  # every step that opens the DuckDB file; dagster.yaml limits the pool to 1
+SINGLE_RUN = dg.BackfillPolicy.single_run()
+
+
+def md_table(df: pl.DataFrame, max_rows: int = 30) -> str:
+    """A markdown table of the first `max_rows` rows (floats rounded)."""
+    if df.is_empty():
+        return "_no rows_"
+    shown = df.head(max_rows).with_columns(pl.col(pl.Float64).round(4))
+    head = "| " + " | ".join(shown.columns) + " |"
+    sep = "|" + "---|" * len(shown.columns)
+    body = ["| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in shown.iter_rows()]
+    more = [f"\n_{df.height - max_rows} more rows_"] if df.height > max_rows else []
+    return "\n".join([head, sep, *body, *more])
+
+
+def write(
+    warehouse: Warehouse,
+    table: str,
+    df: pl.DataFrame,
+    start: dt.date,
+    end: dt.date,
+    scope: Mapping[str, str] | None = None,
+) -> int:
+    """`Warehouse.replace`, turning a schema violation into a step failure with the failing rows."""
+    try:
+        return warehouse.replace(table, df, start, end, scope=scope)
+    except SchemaViolation as exc:
+        raise dg.Failure(
+            description=str(exc),
+            metadata={"failure_cases": dg.MetadataValue.md(md_table(exc.failure_cases)), "table": table},
+        ) from None

@@ -1,0 +1,47 @@
+"""`targets`: each strategy's target weights decided at the close of each as-of date."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+from quantlab.assets.common import POOL, SINGLE_RUN, md_table, write
+from quantlab.partitions import TRADING_DAYS, partition_dates
+from quantlab.project import load_project
+from quantlab.resources import MarketData, Warehouse
+from quantlab.strategy_lab.targets import strategy_targets
+
+
+@dg.asset(
+    partitions_def=TRADING_DAYS,
+    backfill_policy=SINGLE_RUN,
+    pool=POOL,
+    group_name="strategy_lab",
+    deps=["features", "labels"],
+    kinds={"duckdb", "polars"},
+    description="Target weights (score, side) per strategy, date and symbol from strategies/*.yaml.",
+)
+def targets(context: dg.AssetExecutionContext, warehouse: Warehouse, market_data: MarketData) -> dg.MaterializeResult:
+    start, end = partition_dates(context)
+    specs = load_project().strategies
+    known = set(market_data.source().registry().get_column("symbol").to_list())
+    unknown = {s: sorted(set(spec.universe.symbols or []) - known) for s, spec in specs.items()}
+    unknown = {s: u for s, u in unknown.items() if u}
+    if unknown:
+        raise dg.Failure(f"universe symbols without data in dataset '{market_data.dataset}': {unknown}")
+    feats = warehouse.read_table("features", start, end)
+    frames = [strategy_targets(feats, spec) for spec in specs.values()]
+    out = pl.concat(frames) if frames else pl.DataFrame()
+    n = write(warehouse, "targets", out, start, end)
+    summary = (
+        out.group_by("strategy")
+        .agg(
+            pl.col("date").n_unique().alias("dates"),
+            (pl.col("weight") != 0).sum().alias("positions"),
+            pl.col("weight").abs().sum().truediv(pl.col("date").n_unique()).alias("avg_gross"),
+        )
+        .sort("strategy")
+        if n
+        else pl.DataFrame()
+    )
+    return dg.MaterializeResult(metadata={"rows": n, "strategies": len(specs), "summary": dg.MetadataValue.md(md_table(summary))})

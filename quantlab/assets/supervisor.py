@@ -1,0 +1,50 @@
+"""`approvals`: the portfolio supervisor's verdict on every strategy's targets."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+from quantlab.assets.common import POOL, SINGLE_RUN, md_table, write
+from quantlab.partitions import TRADING_DAYS, partition_dates
+from quantlab.project import load_project
+from quantlab.resources import Warehouse
+from quantlab.supervisor.rules import approve
+
+
+@dg.asset(
+    partitions_def=TRADING_DAYS,
+    backfill_policy=SINGLE_RUN,
+    pool=POOL,
+    group_name="supervisor",
+    deps=["targets", "kpis"],
+    kinds={"duckdb", "polars"},
+    description="Approved weight, flag, risk flags and reason per strategy, date and symbol.",
+)
+def approvals(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    start, end = partition_dates(context)
+    project = load_project()
+    tgt = warehouse.read_table("targets", start, end, columns=["date", "strategy", "symbol", "weight"])
+    kp = warehouse.read_table("kpis", start, end, where={"window": "full"}, columns=["date", "strategy", "max_dd"])
+    frames = [
+        approve(
+            tgt.filter(pl.col("strategy") == sid),
+            kp.filter(pl.col("strategy") == sid),
+            project.supervisor.for_strategy(spec.risk),
+        )
+        for sid, spec in project.strategies.items()
+    ]
+    out = pl.concat(frames) if frames else pl.DataFrame()
+    n = write(warehouse, "approvals", out, start, end)
+    summary = (
+        out.group_by("strategy")
+        .agg(
+            pl.col("date").n_unique().alias("dates"),
+            (~pl.col("approved")).sum().alias("rejected_rows"),
+            (pl.col("risk_flags") != "").sum().alias("flagged_rows"),
+        )
+        .sort("strategy")
+        if n
+        else pl.DataFrame()
+    )
+    return dg.MaterializeResult(metadata={"rows": n, "summary": dg.MetadataValue.md(md_table(summary))})

@@ -1,0 +1,197 @@
+"""Per-world assets generated from `worlds/*.yaml`: evaluation (policy as asset checks) and allocation.
+
+For each world W: `world_evaluation/W` decides the strategies' stages every date and carries one
+partition-aware asset check per rule family (`W_data_currency`, `W_sample`, `W_gates`, `W_correlation`,
+`W_selection`, `W_lifecycle`) with the severity the YAML gives; a `blocking` family that fails stops
+`world_allocation/W` in the same run. `world_allocation/W` allocates capital among the live strategies and
+carries checks on budgets, weight limits and live-only capital. Adding a world file adds its assets and
+checks with no code change.
+
+A family's check fails when one of its rule results has status `fail` for a strategy that is active
+(paper or live) at the time, or for the world itself (strategy `*`): a backtest-stage strategy failing a
+gate is routine and only shows in the table; an active one is what a risk desk must see.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from quantlab.assets.common import POOL, SINGLE_RUN, md_table, write
+from quantlab.calendar import sessions, shift_sessions
+from quantlab.partitions import TRADING_DAYS, partition_dates
+from quantlab.project import Project
+from quantlab.resources import Warehouse
+from quantlab.world.allocate import allocate_range, world_returns
+from quantlab.world.evaluate import evaluate_world, metric_panel, previous_states
+from quantlab.world.spec import FAMILIES, WorldSpec
+
+_SEVERITY = {"blocking": dg.AssetCheckSeverity.ERROR, "soft": dg.AssetCheckSeverity.WARN, "info": dg.AssetCheckSeverity.WARN}
+ALLOCATION_CHECKS = ("budgets", "weight_limits", "live_only")
+
+
+def _last_before(warehouse: Warehouse, table: str, world: str, day: dt.date) -> pl.DataFrame:
+    if not warehouse.has_table(table):
+        return warehouse.read_table(table, end=day - dt.timedelta(days=1), where={"world": world})
+    return warehouse.read(
+        f"SELECT * FROM {table} WHERE world = ? AND date = (SELECT max(date) FROM {table} WHERE world = ? AND date < ?)",
+        [world, world, day],
+    )
+
+
+def family_check(world: WorldSpec, family: str, rules: pl.DataFrame) -> dg.AssetCheckResult:
+    """The asset-check result of one rule family over the rule results of the run's dates."""
+    policy = world.rule(family)
+    rows = rules.filter(pl.col("family") == family)
+    failing = rows.filter((pl.col("status") == "fail") & pl.col("stage").is_in(["paper", "live", "*"]))
+    last = rows.filter(pl.col("date") == pl.col("date").max()).select("strategy", "stage", "rule", "status", "reason")
+    return dg.AssetCheckResult(
+        check_name=f"{world.id}_{family}",
+        asset_key=dg.AssetKey(["world_evaluation", world.id]),
+        passed=failing.is_empty() or policy.severity == "info",
+        severity=_SEVERITY[policy.severity],
+        metadata={
+            "policy_version": world.policy_version,
+            "ruleset_hash": world.ruleset_hash,
+            "severity": policy.severity,
+            "owner": policy.owner,
+            "dates": rows.get_column("date").n_unique(),
+            "failing_results": failing.height,
+            "failing_dates": failing.get_column("date").n_unique(),
+            "strategies": dg.MetadataValue.md(md_table(last)),
+            "failures": dg.MetadataValue.md(md_table(failing.select("date", "strategy", "stage", "reason_code", "reason").tail(30))),
+        },
+    )
+
+
+def allocation_checks(world: WorldSpec, alloc: pl.DataFrame, decisions: pl.DataFrame) -> list[dg.AssetCheckResult]:
+    """Budgets by side, per-strategy weight limits and capital only for live strategies."""
+    key = dg.AssetKey(["world_allocation", world.id])
+    budgets = world.allocation.gross_budget
+    by_side = alloc.group_by("date", "side").agg(pl.col("weight").sum().alias("total"))
+    over = by_side.filter(pl.col("total") > pl.col("side").replace_strict(budgets, default=1.0, return_dtype=pl.Float64) + 1e-9)
+    total = alloc.group_by("date").agg(pl.col("weight").sum().alias("total")).filter(pl.col("total") > 1 + 1e-9)
+    limits = alloc.filter((pl.col("weight") < 0) | (pl.col("weight") > world.allocation.max_weight + 1e-9))
+    stage = decisions.select("date", "strategy", "stage", "evaluate_only")
+    not_live = alloc.join(stage, on=["date", "strategy"], how="left").filter(
+        (pl.col("stage") != "live") & ~pl.col("evaluate_only")
+    )
+    out = []
+    for name, bad in (("budgets", pl.concat([over.select("date", "total"), total.select("date", "total")])),
+                      ("weight_limits", limits.select("date", "strategy", "weight")),
+                      ("live_only", not_live.select("date", "strategy", "stage"))):
+        out.append(dg.AssetCheckResult(check_name=f"{world.id}_{name}", asset_key=key, passed=bad.is_empty(),
+                                       severity=dg.AssetCheckSeverity.ERROR,
+                                       metadata={"violations": bad.height, "rows": dg.MetadataValue.md(md_table(bad))}))
+    return out
+
+
+def world_assets(project: Project) -> list[dg.AssetsDefinition]:
+    """Evaluation and allocation assets for every world of the project."""
+    out = []
+    for world in project.worlds.values():
+        out.extend(_world_pair(project, world))
+    return out
+
+
+def _world_pair(project: Project, world: WorldSpec) -> list[dg.AssetsDefinition]:
+    wid = world.id
+    members = world.members(project.strategies)
+    sides = {m: project.strategies[m].side for m in members}
+    universe = sorted({s for m in members for s in (project.strategies[m].universe.symbols or [])})
+    uses_all = any(project.strategies[m].universe.all for m in members)
+    eval_key = dg.AssetKey(["world_evaluation", wid])
+    specs = [
+        dg.AssetCheckSpec(
+            name=f"{wid}_{family}",
+            asset=eval_key,
+            partitions_def=TRADING_DAYS,
+            blocking=world.rule(family).severity == "blocking",
+            description=f"World `{wid}` rule family `{family}` (severity {world.rule(family).severity}, "
+            f"owner {world.rule(family).owner}).",
+        )
+        for family in FAMILIES
+    ]
+
+    @dg.asset(
+        key=eval_key,
+        partitions_def=TRADING_DAYS,
+        backfill_policy=SINGLE_RUN,
+        pool=POOL,
+        group_name="worlds",
+        deps=["kpis", "approvals"],
+        check_specs=specs,
+        kinds={"duckdb"},
+        description=f"{world.description or wid}: daily decisions of the world's policy ({world.policy_version}).",
+    )
+    def _evaluation(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        start, end = partition_dates(context)
+        kp = warehouse.read_table("kpis", start, end, where={"strategy": members})
+        rets = warehouse.read_table("strategy_returns", end=end, where={"strategy": members}, columns=["date", "strategy", "net"])
+        where = {} if uses_all else {"symbol": universe}
+        bars = warehouse.read_table("ohlcv", shift_sessions(start, -30), end, where=where, columns=["date"])
+        prev = previous_states(_last_before(warehouse, "world_decisions", wid, start), members)
+        decisions, rules, _ = evaluate_world(
+            world, members, [sides[m] for m in members], kp, rets, bars.get_column("date").unique().to_list(), prev, start, end
+        )
+        write(warehouse, "world_decisions", decisions, start, end, scope={"world": wid})
+        write(warehouse, "rule_results", rules, start, end, scope={"world": wid})
+        last = decisions.filter(pl.col("date") == end)
+        return dg.MaterializeResult(
+            metadata={
+                "policy_version": world.policy_version,
+                "ruleset_hash": world.ruleset_hash,
+                "dates": decisions.get_column("date").n_unique(),
+                "live": last.filter(pl.col("stage") == "live").height,
+                "paper": last.filter(pl.col("stage") == "paper").height,
+                "stages": dg.MetadataValue.md(md_table(last.select("strategy", "stage", "stage_since", "selected", "score", "reason_code"))),
+            },
+            check_results=[family_check(world, family, rules) for family in FAMILIES],
+        )
+
+    alloc_key = dg.AssetKey(["world_allocation", wid])
+
+    @dg.asset(
+        key=alloc_key,
+        partitions_def=TRADING_DAYS,
+        backfill_policy=SINGLE_RUN,
+        pool=POOL,
+        group_name="worlds",
+        deps=[eval_key],
+        check_specs=[
+            dg.AssetCheckSpec(name=f"{wid}_{c}", asset=alloc_key, partitions_def=TRADING_DAYS, blocking=True)
+            for c in ALLOCATION_CHECKS
+        ],
+        kinds={"duckdb"},
+        description=f"{world.description or wid}: capital per live strategy ({world.allocation.method}) and the world's returns.",
+    )
+    def _allocation(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        start, end = partition_dates(context)
+        decisions = warehouse.read_table("world_decisions", start, end, where={"world": wid})
+        kp = warehouse.read_table("kpis", start, end, where={"strategy": members})
+        appr = warehouse.read_table("approvals", start, end, where={"strategy": members}, columns=["date", "strategy", "approved"])
+        rejected = frozenset(
+            appr.group_by("date", "strategy").agg(pl.col("approved").all()).filter(~pl.col("approved")).select("date", "strategy").iter_rows()
+        )
+        prev_alloc = _last_before(warehouse, "world_allocations", wid, start)
+        alloc = allocate_range(world, decisions, metric_panel(world, kp, members), sides, prev_alloc, rejected)
+        prev_ret = _last_before(warehouse, "world_returns", wid, start)
+        equity = prev_ret.get_column("equity")[0] if prev_ret.height else 1.0
+        peak = equity / (1.0 - prev_ret.get_column("drawdown")[0]) if prev_ret.height else 1.0
+        net = warehouse.read_table("strategy_returns", start, end, where={"strategy": members}, columns=["date", "strategy", "net"])
+        track = world_returns(wid, alloc, net, sessions(start, end), prev_alloc, equity, peak)
+        write(warehouse, "world_allocations", alloc, start, end, scope={"world": wid})
+        write(warehouse, "world_returns", track, start, end, scope={"world": wid})
+        latest = alloc.filter(pl.col("date") == end)
+        meta = {
+            "allocation": dg.MetadataValue.md(md_table(latest.select("strategy", "side", "weight"))),
+            "live_strategies": latest.height,
+        }
+        if track.height:
+            tail = track.tail(1).row(0, named=True)
+            meta.update(equity=float(tail["equity"]), drawdown=float(tail["drawdown"]), exposure=float(tail["exposure"]))
+        return dg.MaterializeResult(metadata=meta, check_results=allocation_checks(world, alloc, decisions))
+
+    return [_evaluation, _allocation]

@@ -1,0 +1,1 @@
+"""Backtesting: vectorized target-weight simulation over symbol x date price matrices."""

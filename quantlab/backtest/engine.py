@@ -1,0 +1,339 @@
+"""Vectorized target-weight backtest engine over (date x symbol) matrices, next-bar execution.
+
+Inputs are ``(T, N)`` matrices (rows = sessions, columns = symbols) of adjusted ``open_``/``close``
+prices (NaN = no bar), target weights decided at each close (NaN = 0), and a ``(T,)`` boolean
+``rebalance`` mask of the days whose decision is executed.
+
+Model
+-----
+* Clock. Time is the sequence of 2T price points ``open_0, close_0, open_1, close_1, ...``
+  (point ``2t`` is the open of day t, ``2t + 1`` its close).
+* Execution. A decision taken at the close of day t with ``rebalance[t]`` executes at the
+  ``cfg.price`` point (open or close) of day ``t + cfg.lag`` (``lag >= 1``: never on bar t).
+  Decisions whose execution day is ``>= T`` are dropped. Before the first execution the
+  portfolio is all cash.
+* Positions. An execution at point e resets the portfolio to the target weights w (fractions of
+  the portfolio value; long > 0, short < 0; cash ``1 - sum(w)`` earns 0). Between executions the
+  positions drift with prices: relative to its value just after e, the portfolio is worth
+  ``A(p) = 1 + sum_i w_i (P_i(p) / P_i(e) - 1)`` at point p.
+* Gross returns. The step return from point p-1 to p is ``A(p) / A(p-1)`` under the weights of
+  the last execution at or before p-1. The daily gross return of day t is the product of the
+  overnight step ``close_{t-1} -> open_t`` and the intraday step ``open_t -> close_t``, minus 1
+  (day 0 has only its intraday step). Gross returns exclude costs.
+* Turnover and costs. At an execution, ``turnover = sum_i |w_target_i - w_drifted_i|`` where
+  ``w_drifted`` are the value-weighted weights just before the trade. The cost is
+  ``c = turnover * (fee_bps + slippage_bps) / 1e4``, a fraction of the pre-trade portfolio value:
+  the value is multiplied by ``1 - c`` at that point and the target weights apply to the post-cost
+  value. Hence ``net_t = (1 + gross_t) * prod(1 - c over day t's executions) - 1`` (the cost is
+  applied at its point; because steps are value ratios this equals applying it at the close) and
+  the ``cost`` array is ``gross - net`` (= ``(1 + gross) * c`` on a day with one execution), while
+  ``trade_cost`` holds the per-trade ``|dw| * (fee_bps + slippage_bps) / 1e4`` that sum to ``c``.
+* Legs. At each step the long contribution is
+  ``sum_{w_i > 0} w_i (P_i(p) - P_i(p-1)) / P_i(e) / A(p-1)`` (shorts: ``w_i < 0``). The daily leg
+  return compounds the steps relative to the start-of-day value:
+  ``leg = leg_overnight + (1 + gross_overnight) * leg_intraday``, so ``long_ret + short_ret = gross``.
+* Missing prices. For valuation a held symbol's missing price is carried forward (last known
+  price, i.e. 0 return). A target on a symbol without a price at the execution point is set to 0:
+  it is not bought, and if it is held it is closed at its last known price (reported as its
+  ``trade_price``).
+* Exposures. ``weights[t]`` are the drifted weights ``h_i / V`` at the close of day t (after any
+  execution at that close); ``gross_exposure = sum |weights|``, ``net_exposure = sum weights``.
+* Trades. One row per (execution, symbol) with ``|dw| > 1e-12``, ``dw = w_target - w_drifted``, in
+  execution order then symbol order; ``trade_day`` is the execution day ``t + lag``.
+
+No guard is made against the portfolio value reaching 0 or below (e.g. a levered short squeeze):
+returns are meaningless from there on.
+
+Implementation: every point gets the index of the last execution at or before it (a running
+maximum), execution "shares per unit value" ``w / P(e)`` are gathered by fancy indexing and
+multiplied by the (2T, N) price matrix; all reductions are whole-array, with no per-bar loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+TRADE_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """How and when decisions trade: execution price, lag in sessions, costs in basis points."""
+
+    price: Literal["open", "close"] = "open"
+    lag: int = 1
+    fee_bps: float = 0.0
+    slippage_bps: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError on an unknown price, a lag < 1, or negative / non-finite costs."""
+        if self.price not in ("open", "close"):
+            raise ValueError(f"price must be 'open' or 'close', got {self.price!r}")
+        if isinstance(self.lag, bool) or not isinstance(self.lag, int | np.integer):
+            raise ValueError(f"lag must be an int, got {self.lag!r}")
+        if self.lag < 1:
+            raise ValueError(f"lag must be >= 1 (no same-bar execution), got {self.lag}")
+        for name in ("fee_bps", "slippage_bps"):
+            v = getattr(self, name)
+            if not np.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be finite and >= 0, got {v!r}")
+
+    @property
+    def cost_rate(self) -> float:
+        """Cost per unit of turnover (fraction of portfolio value)."""
+        return (self.fee_bps + self.slippage_bps) / 1e4
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """Per-day arrays of length T (simple returns, exposures at the close) and the trade list."""
+
+    gross: np.ndarray
+    cost: np.ndarray
+    net: np.ndarray
+    long_ret: np.ndarray
+    short_ret: np.ndarray
+    turnover: np.ndarray
+    gross_exposure: np.ndarray
+    net_exposure: np.ndarray
+    trade_day: np.ndarray
+    trade_symbol: np.ndarray
+    trade_dw: np.ndarray
+    trade_price: np.ndarray
+    trade_cost: np.ndarray
+    weights: np.ndarray
+
+
+def _check_inputs(
+    open_: np.ndarray, close: np.ndarray, targets: np.ndarray, rebalance: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    open_ = np.asarray(open_, dtype=np.float64)
+    close = np.asarray(close, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    rebalance = np.asarray(rebalance)
+    if open_.ndim != 2:
+        raise ValueError(f"open_ must be 2-D (T, N), got shape {open_.shape}")
+    if close.shape != open_.shape:
+        raise ValueError(f"close shape {close.shape} != open_ shape {open_.shape}")
+    if targets.shape != open_.shape:
+        raise ValueError(f"targets shape {targets.shape} != open_ shape {open_.shape}")
+    if rebalance.shape != (open_.shape[0],):
+        raise ValueError(f"rebalance shape {rebalance.shape} != ({open_.shape[0]},)")
+    if rebalance.dtype != np.bool_:
+        if rebalance.dtype.kind not in "iu" or not np.isin(rebalance, (0, 1)).all():
+            raise ValueError(f"rebalance must be boolean, got dtype {rebalance.dtype}")
+        rebalance = rebalance.astype(bool)
+    return open_, close, targets, rebalance
+
+
+_CHUNK_BYTES = 1 << 19  # working-set target of one (2D, N) float64 chunk buffer (fits in L2)
+_MIN_CHUNK_DAYS = 8
+
+
+def _fill_chunk(x: np.ndarray, nanx: np.ndarray, carry: np.ndarray) -> None:
+    """In place: carry each symbol's last known price forward (across chunks via ``carry``).
+
+    Prices never seen yet become 1.0 (any positive number will do: such a symbol is never held).
+    ``carry`` is updated to the last known price of each symbol at the end of the chunk.
+    """
+    new_carry = np.where(nanx[-1], carry, x[-1])
+    fill_row = np.where(np.isnan(carry), 1.0, carry)
+    cols = np.flatnonzero((nanx[1:] > nanx[:-1]).any(axis=0))  # a missing price after a known one
+    if cols.size:
+        idx = np.where(nanx[:, cols], -1, np.arange(x.shape[0])[:, None])
+        np.maximum.accumulate(idx, axis=0, out=idx)
+        filled = np.take_along_axis(x[:, cols], np.maximum(idx, 0), axis=0)
+        np.copyto(filled, fill_row[cols][None, :], where=idx < 0)
+        x[:, cols] = filled
+        new_carry[cols] = filled[-1]
+        nanx[:, cols] = False
+    np.copyto(x, fill_row[None, :], where=nanx)  # leading gaps: last price of the previous chunk
+    carry[:] = new_carry
+
+
+def run_backtest(
+    open_: np.ndarray,
+    close: np.ndarray,
+    targets: np.ndarray,
+    rebalance: np.ndarray,
+    cfg: ExecutionConfig,
+) -> BacktestResult:
+    """Simulate target weights with next-bar execution (see the module docstring for the model).
+
+    ``open_``, ``close``, ``targets``: (T, N); ``rebalance``: (T,) bool. Raises ValueError on shape
+    mismatches, non-positive / infinite prices, infinite targets or a bad ``cfg``.
+    """
+    cfg.validate()
+    open_, close, targets, rebalance = _check_inputs(open_, close, targets, rebalance)
+    T, N = open_.shape
+    npts = 2 * T
+    rate = cfg.cost_rate
+    at_close = cfg.price == "close"
+
+    # Executions, sorted by point (at most one per day). Row K of Q / cash is the all-cash book.
+    dec = np.flatnonzero(rebalance)
+    exe_day = dec + int(cfg.lag)
+    keep = exe_day < T
+    dec, exe_day = dec[keep], exe_day[keep]
+    exe_pt = 2 * exe_day + int(at_close)
+    K = dec.size
+    cash = np.ones(K + 1)  # cash weight of each execution; row K (= -1) is the initial all-cash book
+    wpos = np.zeros(K)
+    wneg = np.zeros(K)
+    turn_k = np.zeros(K)
+
+    # Regime of each point: the last execution strictly before it (-1 = all cash).
+    mark = np.full(npts, -1, dtype=np.intp)
+    mark[exe_pt] = np.arange(K)
+    pre = np.full(npts, -1, dtype=np.intp)
+    if npts:
+        np.maximum.accumulate(mark[:-1], out=pre[1:])
+
+    tot = np.empty(npts)  # value of the (pre-trade) book at each point, relative to its execution
+    lpre = np.empty(npts)  # ... of its long positions
+    weights = np.empty((T, N))
+    cap = K * N  # upper bound on the number of trades; untouched pages cost nothing
+    t_day = np.empty(cap, dtype=np.int64)
+    t_sym = np.empty(cap, dtype=np.int64)
+    t_dw, t_px, t_cost = np.empty(cap), np.empty(cap), np.empty(cap)
+    n_tr = 0
+    sym_ids = np.arange(N, dtype=np.int64)
+
+    # Cache-sized chunks of D days (2D points): the whole pipeline runs on one chunk at a time.
+    D = int(max(_MIN_CHUNK_DAYS, _CHUNK_BYTES // (16 * max(N, 1))))
+    xbuf = np.empty((2 * min(D, T), N))
+    gbuf = np.empty_like(xbuf)
+    # Shares per unit of post-trade value, q = w / P(e): row 0 = regime in force at the chunk start
+    # (zeros = all cash), rows 1.. = this chunk's executions.
+    qbuf = np.zeros((1 + min(D, T), N))
+    carry = np.full(N, np.nan)
+    starts = np.arange(0, T, D)
+    kb = np.searchsorted(exe_pt, 2 * np.append(starts, T))
+    for c, d0 in enumerate(starts.tolist()):
+        d1 = min(T, d0 + D)
+        p0, p1 = 2 * d0, 2 * d1
+        k0, k1 = int(kb[c]), int(kb[c + 1])
+        rows = exe_pt[k0:k1] - p0
+        x = xbuf[: p1 - p0]
+        x[0::2] = open_[d0:d1]
+        x[1::2] = close[d0:d1]
+
+        nan_raw = None
+        if N:
+            lo = x.min()
+            if np.isnan(lo):
+                nanx = np.isnan(x)
+                nan_raw = nanx[rows]
+                _fill_chunk(x, nanx, carry)
+                lo = x.min()
+            else:
+                carry[:] = x[-1]
+            if lo <= 0.0 or x.max() == np.inf:
+                raise ValueError("prices must be finite and > 0 where present (NaN = no bar)")
+
+        # Executions of this chunk: target weights and shares, before anything is valued with them.
+        if k1 > k0:
+            W = targets[dec[k0:k1]]
+            skip = np.isnan(W)
+            if nan_raw is not None:
+                skip |= nan_raw  # no price at the execution point: cannot trade, target 0
+            np.copyto(W, 0.0, where=skip)
+            sw = W.sum(axis=1)
+            if not np.isfinite(sw).all():
+                raise ValueError("targets must be finite (NaN = 0)")
+            px = x[rows]
+            np.divide(W, px, out=qbuf[1 : 1 + k1 - k0])
+            cash[k0:k1] = 1.0 - sw
+            wpos[k0:k1] = np.maximum(W, 0.0).sum(axis=1)
+            wneg[k0:k1] = sw - wpos[k0:k1]
+
+        # Value every position at every point of the chunk under the incoming regime.
+        g = gbuf[: p1 - p0]
+        np.take(qbuf, pre[p0:p1] - (k0 - 1), axis=0, out=g, mode="clip")
+        g *= x
+        tc = g.sum(axis=1)
+        tot[p0:p1] = tc
+        inv_b = 1.0 / (cash[pre[p0:p1]] + tc)
+        np.multiply(g[1::2], inv_b[1::2, None], out=weights[d0:d1])
+
+        if k1 > k0:
+            dW = g[rows]
+            dW *= inv_b[rows, None]
+            np.subtract(W, dW, out=dW)  # target - drifted weights just before the trade
+            adw = np.abs(dW)
+            turn_k[k0:k1] = adw.sum(axis=1)
+            hit = adw > TRADE_EPS
+            m = int(np.count_nonzero(hit))
+            if m == hit.size:  # every symbol trades: no index search needed
+                sl = slice(n_tr, n_tr + m)
+                t_day[sl].reshape(k1 - k0, N)[:] = exe_day[k0:k1, None]
+                t_sym[sl].reshape(k1 - k0, N)[:] = sym_ids
+                t_dw[sl] = dW.ravel()
+                t_px[sl] = px.ravel()
+                np.multiply(adw.ravel(), rate, out=t_cost[sl])
+            elif m:
+                flat = np.flatnonzero(hit)
+                kk, sym = np.divmod(flat, N)
+                sl = slice(n_tr, n_tr + m)
+                t_day[sl] = exe_day[k0 + kk]
+                t_sym[sl] = sym
+                t_dw[sl] = dW.ravel()[flat]
+                t_px[sl] = px.ravel()[flat]
+                np.multiply(adw.ravel()[flat], rate, out=t_cost[sl])
+            n_tr += m
+            if at_close:
+                weights[exe_day[k0:k1]] = W
+            qbuf[0] = qbuf[k1 - k0]
+
+        np.maximum(g, 0.0, out=g)
+        lpre[p0:p1] = g.sum(axis=1)  # exactly tc for a long-only book
+
+    spre = tot - lpre
+    A = cash[pre] + tot  # pre-trade portfolio value relative to the last execution
+    # Post-trade values: at an execution point the book is reset to W with value 1.
+    lpost, spost = lpre.copy(), spre.copy()
+    lpost[exe_pt], spost[exe_pt], A[exe_pt] = wpos, wneg, 1.0
+
+    # Step contributions p-1 -> p (step 0 is empty: nothing is held before the first close).
+    lstep = np.zeros(npts)
+    sstep = np.zeros(npts)
+    if npts:
+        np.divide(lpre[1:] - lpost[:-1], A[:-1], out=lstep[1:])
+        np.divide(spre[1:] - spost[:-1], A[:-1], out=sstep[1:])
+    l_on, s_on, l_in, s_in = lstep[0::2], sstep[0::2], lstep[1::2], sstep[1::2]
+    g_on = 1.0 + l_on + s_on
+    long_ret = l_on + g_on * l_in
+    short_ret = s_on + g_on * s_in
+    gross = long_ret + short_ret
+
+    turnover = np.zeros(T)
+    turnover[exe_day] = turn_k
+    keep_frac = np.ones(T)
+    keep_frac[exe_day] = 1.0 - turn_k * rate
+    net = (1.0 + gross) * keep_frac - 1.0
+
+    def _used(a: np.ndarray) -> np.ndarray:  # drop the unused capacity (copy when mostly unused)
+        return a[:n_tr].copy() if 2 * n_tr < cap else a[:n_tr]
+
+    return BacktestResult(
+        gross=gross,
+        cost=gross - net,
+        net=net,
+        long_ret=long_ret,
+        short_ret=short_ret,
+        turnover=turnover,
+        gross_exposure=(lpost[1::2] - spost[1::2]) / A[1::2],
+        net_exposure=(lpost[1::2] + spost[1::2]) / A[1::2],
+        trade_day=_used(t_day),
+        trade_symbol=_used(t_sym),
+        trade_dw=_used(t_dw),
+        trade_price=_used(t_px),
+        trade_cost=_used(t_cost),
+        weights=weights,
+    )

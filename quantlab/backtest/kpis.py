@@ -1,0 +1,71 @@
+"""As-of KPIs of every strategy on every date, over named windows, in one vectorized pass.
+
+Conventions and formulas live in `quantlab.metrics`; this module only shapes the warehouse table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+
+from quantlab import metrics
+
+KPI_WINDOWS: dict[str, int | None] = {"20d": 20, "60d": 60, "126d": 126, "252d": 252, "full": None}
+KPI_METRICS = (
+    "sharpe",
+    "sortino",
+    "annual_return",
+    "annual_volatility",
+    "max_dd",
+    "calmar",
+    "hit_rate",
+    "turnover",
+    "ulcer",
+    "sample_days",
+)
+
+
+def returns_matrix(returns: pl.DataFrame, column: str) -> tuple[list[dt.date], list[str], np.ndarray]:
+    """(dates, strategies, (T, S) matrix) of a long `strategy_returns` frame; NaN where absent."""
+    wide = returns.pivot(on="strategy", index="date", values=column, sort_columns=True).sort("date")
+    strategies = [c for c in wide.columns if c != "date"]
+    mat = wide.select(strategies).to_numpy().astype(np.float64) if strategies else np.empty((wide.height, 0))
+    return wide.get_column("date").to_list(), strategies, mat
+
+
+def asof_kpis(returns: pl.DataFrame, start: dt.date, end: dt.date) -> pl.DataFrame:
+    """KPI rows (date in [start, end]) from `strategy_returns` rows covering each strategy's whole history.
+
+    Values at date t use returns up to and including t only. `psr` is against a zero Sharpe; `dsr` equals
+    it until tuning supplies the number of trials and the variance of their Sharpe ratios.
+    """
+    dates, strategies, net = returns_matrix(returns, "net")
+    _, _, turnover = returns_matrix(returns, "turnover")
+    if not strategies:
+        return pl.DataFrame()
+    out = metrics.asof_kpis(net, turnover, KPI_WINDOWS)
+    keep = np.array([start <= d <= end for d in dates])
+    frames = []
+    for window in KPI_WINDOWS:
+        cols = {m: out[f"{m}_{window}"][keep] for m in (*KPI_METRICS, "psr")}
+        cols["dsr"] = cols["psr"]  # one trial: DSR == PSR against 0 (tuning supplies trial counts)
+        n_days, n_strat = cols["sharpe"].shape
+        frame = pl.DataFrame(
+            {
+                "date": np.repeat(np.array(dates)[keep], n_strat),
+                "strategy": np.tile(np.array(strategies), n_days),
+                "window": window,
+                **{k: v.reshape(-1) for k, v in cols.items()},
+            }
+        )
+        frames.append(frame)
+    df = pl.concat(frames)
+    in_history = pl.col("sample_days").fill_nan(0).fill_null(0) > 0
+    return (
+        df.filter(in_history)
+        .with_columns(pl.col("sample_days").cast(pl.Int64))
+        .with_columns([pl.col(c).fill_nan(None) for c in (*KPI_METRICS[:-1], "psr", "dsr")])
+        .sort("date", "strategy", "window")
+    )

@@ -1,0 +1,99 @@
+"""Backtest one strategy over a date range from warehouse frames (thin layer over `engine`).
+
+The rebalance schedule is anchored on the global NYSE session index (a decision day is one whose index is
+a multiple of `rebalance.every`), so any window of data gives the same schedule. A range [start, end] is
+computed from `warmup_start(...)`: one full rebalance cycle plus the execution lag earlier, which always
+contains the last execution before `start`; with full rebalancing that execution fixes the state, so a
+ranged run and day-by-day runs give identical rows. Rows are emitted from the day after the strategy's
+inception (its first decision date with a non-zero target).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+
+from quantlab.backtest.engine import ExecutionConfig, run_backtest
+from quantlab.calendar import session_index, shift_sessions
+from quantlab.strategy_lab.spec import StrategySpec
+
+
+def warmup_start(start: dt.date, spec: StrategySpec) -> dt.date:
+    """First session whose data a run for [start, ...] must load."""
+    return shift_sessions(start, -(spec.rebalance.every + spec.execution.lag + 1))
+
+
+def _matrix(df: pl.DataFrame, value: str, dates: list[dt.date], symbols: list[str]) -> np.ndarray:
+    wide = (
+        pl.DataFrame({"date": dates}, schema={"date": pl.Date})
+        .join(df.pivot(on="symbol", index="date", values=value), on="date", how="left")
+        .sort("date")
+    )
+    for s in symbols:
+        if s not in wide.columns:
+            wide = wide.with_columns(pl.lit(None, dtype=pl.Float64).alias(s))
+    return wide.select(symbols).to_numpy().astype(np.float64)
+
+
+def backtest_strategy(
+    ohlcv: pl.DataFrame,
+    targets: pl.DataFrame,
+    spec: StrategySpec,
+    start: dt.date,
+    end: dt.date,
+    inception: dt.date | None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(`strategy_returns` rows, `trades` rows) dated in [start, end].
+
+    `ohlcv` covers [warmup_start(start), end]; `targets` holds the strategy's targets over the same dates;
+    `inception` is its first decision date with a non-zero target (None: no position yet, no rows).
+    """
+    if inception is None or ohlcv.is_empty():
+        return pl.DataFrame(), pl.DataFrame()
+    dates = sorted(ohlcv.get_column("date").unique().to_list())
+    symbols = sorted(set(targets.get_column("symbol").to_list()) & set(ohlcv.get_column("symbol").to_list()))
+    open_ = _matrix(ohlcv, "open", dates, symbols)
+    close = _matrix(ohlcv, "close", dates, symbols)
+    weights = np.nan_to_num(_matrix(targets, "weight", dates, symbols), nan=0.0)
+    rebalance = session_index(dates) % spec.rebalance.every == 0
+    cfg = ExecutionConfig(
+        price=spec.execution.price,
+        lag=spec.execution.lag,
+        fee_bps=spec.costs.fee_bps,
+        slippage_bps=spec.costs.slippage_bps,
+    )
+    res = run_backtest(open_, close, weights, rebalance, cfg)
+    day = np.array(dates)
+    keep = (day >= max(start, inception + dt.timedelta(days=1))) & (day <= end)
+    returns = pl.DataFrame(
+        {
+            "date": day[keep],
+            "strategy": spec.id,
+            "gross": res.gross[keep],
+            "cost": res.cost[keep],
+            "net": res.net[keep],
+            "long_ret": res.long_ret[keep],
+            "short_ret": res.short_ret[keep],
+            "turnover": res.turnover[keep],
+            "gross_exposure": res.gross_exposure[keep],
+            "net_exposure": res.net_exposure[keep],
+        },
+        schema_overrides={"date": pl.Date},
+    )
+    tday = day[res.trade_day] if len(res.trade_day) else np.array([], dtype=object)
+    tkeep = (tday >= start) & (tday <= end) if len(tday) else np.array([], dtype=bool)
+    trades = pl.DataFrame(
+        {
+            "date": tday[tkeep],
+            "strategy": spec.id,
+            "symbol": np.array(symbols, dtype=object)[res.trade_symbol[tkeep]] if len(tday) else [],
+            "side": np.where(res.trade_dw[tkeep] > 0, "buy", "sell") if len(tday) else [],
+            "weight_change": res.trade_dw[tkeep],
+            "price": res.trade_price[tkeep],
+            "cost": res.trade_cost[tkeep],
+        },
+        schema_overrides={"date": pl.Date, "symbol": pl.String, "side": pl.String},
+    )
+    return returns, trades

@@ -1,0 +1,1 @@
+"""Data curator: market-data sources, the OHLCV contract and the quality rules (no Dagster imports)."""

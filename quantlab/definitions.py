@@ -1,0 +1,43 @@
+"""The one `dg.Definitions` of quantlab: chain assets, per-world assets and checks, job, schedule, resources."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from quantlab.assets.backtest import kpis, strategy_returns
+from quantlab.assets.curator import ohlcv
+from quantlab.assets.features import features, labels
+from quantlab.assets.strategy_lab import targets
+from quantlab.assets.supervisor import approvals
+from quantlab.assets.world import world_assets
+from quantlab.partitions import TRADING_DAYS
+from quantlab.project import load_project
+from quantlab.resources import MarketData, Warehouse
+
+CHAIN_JOB = "daily_chain"
+
+
+def build_definitions() -> dg.Definitions:
+    """Assemble the definitions from the project's strategies and worlds (read at load time)."""
+    project = load_project()
+    assets = [ohlcv, features, labels, targets, strategy_returns, kpis, approvals, *world_assets(project)]
+    chain = dg.define_asset_job(
+        CHAIN_JOB,
+        selection=dg.AssetSelection.all(),
+        partitions_def=TRADING_DAYS,
+        description="The whole chain, ohlcv to world allocation, for one or more trading days.",
+    )
+    return dg.Definitions(
+        assets=assets,
+        jobs=[chain],
+        schedules=[
+            dg.build_schedule_from_partitioned_job(
+                chain, hour_of_day=22, minute_of_hour=30, description="The daily chain after the NYSE close."
+            )
+        ],
+        resources={"warehouse": Warehouse(), "market_data": MarketData()},
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,331 @@
+"""Standard feature library: a registry of point-in-time features computed with vectorized polars.
+
+Conventions (the contract every feature here honours):
+
+* Input is an ``ohlcv`` frame (symbol, date, open, high, low, close, close_raw, adj_factor, volume) in any row
+  order. "Rows" means the symbol's own rows (the sessions it has data for), so a late-listed symbol simply
+  warms up later; windows are counted in rows, not calendar days.
+* Only trailing fixed-length windows of the symbol's rows are used (no ewm, no expanding or cumulative
+  statistics), plus same-date cross-sections of such values. A value at date t therefore depends only on data
+  at or before t (no look-ahead) and only on its ``lookback`` window, so computing on a frame that starts
+  earlier gives the same value up to float rounding (polars updates rolling sums incrementally).
+* ``lookback`` counts the rows a value needs including the current one (a 1-day return needs 2). A value is
+  null while the symbol has fewer than ``lookback`` rows, whatever the expression would give.
+* Null policy: null during warm-up, when an input inside the window is null, and wherever the arithmetic gives
+  NaN or +-inf (division by zero: flat prices, zero volume, zero close). All feature columns are Float64.
+* Prices are the adjusted columns. Every price feature is invariant to scaling a symbol's whole price history
+  by a constant, so re-adjusting history for a later split or dividend does not change past values.
+* ``kind="cross_sectional"`` marks features whose value also depends on the other symbols present on the same
+  dates (cross-sectional ranks, beta to the equal-weight universe): compute them on the intended universe.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+__all__ = [
+    "FEATURES",
+    "FEATURE_NAMES",
+    "MAX_LOOKBACK",
+    "OHLCV_COLUMNS",
+    "FeatureDef",
+    "compute_features",
+    "feature_set_version",
+]
+
+#: Bump when a library-wide convention changes (null policy, output layout): it salts every version hash.
+LIBRARY_VERSION = "features/1"
+
+OHLCV_COLUMNS: tuple[str, ...] = (
+    "symbol", "date", "open", "high", "low", "close", "close_raw", "adj_factor", "volume",
+)
+ANNUALIZATION = math.sqrt(252.0)
+_EPOCH = dt.date(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class FeatureDef:
+    """Declaration of one feature; bump ``version`` whenever its definition changes."""
+
+    name: str
+    lookback: int
+    description: str
+    kind: Literal["time_series", "cross_sectional"]
+    version: str = "1"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Expression building blocks. Frames are processed sorted by (symbol, date) with a sorted UInt32 symbol code
+# `_sid`, so `.over(_SID)` windows are contiguous slices; helper columns start with an underscore.
+_SID = "_sid"
+_DAY = "_di"  # days since the first date of the frame
+_C, _O, _H, _L = pl.col("close"), pl.col("open"), pl.col("high"), pl.col("low")
+_N = pl.col("_n")  # 0-based row number within the symbol
+_PC = pl.col("_pc")  # previous close of the symbol
+_R = pl.col("_r")  # daily simple return close / previous close - 1 (null if not finite)
+_V = pl.col("_v")  # volume as Float64
+_TR = pl.col("_tr")  # true range
+_GAIN, _LOSS = pl.col("_gain"), pl.col("_loss")  # positive part of the return, of minus the return
+_UM = pl.col("_um")  # equal-weight universe return of the date, null where the symbol has no return
+_RU, _UU = pl.col("_ru"), pl.col("_uu")  # _r * _um, _um * _um
+
+
+def _finite(e: pl.Expr) -> pl.Expr:
+    return pl.when(e.is_finite()).then(e)
+
+
+# name -> (stage, expression, helper columns it reads). Stages run in order, each in one with_columns.
+_HELPERS: dict[str, tuple[int, Callable[[], pl.Expr], tuple[str, ...]]] = {
+    "_r": (1, lambda: _finite(_C / _PC - 1), ()),
+    "_v": (1, lambda: pl.col("volume").cast(pl.Float64), ()),
+    "_tr": (1, lambda: pl.when(_PC.is_not_null()).then(
+        pl.max_horizontal(_H, _PC) - pl.min_horizontal(_L, _PC)), ()),
+    "_gain": (2, lambda: _R.clip(lower_bound=0.0), ("_r",)),
+    "_loss": (2, lambda: (-_R).clip(lower_bound=0.0), ("_r",)),
+    "_um": (2, lambda: pl.when(_R.is_not_null()).then(_R.mean().over(_DAY)), ("_r",)),
+    "_ru": (3, lambda: _R * _UM, ("_r", "_um")),
+    "_uu": (3, lambda: _UM * _UM, ("_um",)),
+}
+
+
+def _sym(e: pl.Expr) -> pl.Expr:
+    return e.over(_SID)
+
+
+def _ret(n: int) -> pl.Expr:
+    return _sym(_C / _C.shift(n) - 1)
+
+
+def _vol(n: int) -> pl.Expr:
+    return _sym(_R.rolling_std(n, ddof=1)) * ANNUALIZATION
+
+
+def _ma_gap(n: int) -> pl.Expr:
+    return _C / _sym(_C.rolling_mean(n)) - 1
+
+
+def _rsi(n: int) -> pl.Expr:
+    gain, loss = _sym(_GAIN.rolling_mean(n)), _sym(_LOSS.rolling_mean(n))
+    return 100.0 * gain / (gain + loss)
+
+
+def _zscore(n: int) -> pl.Expr:
+    return (_C - _sym(_C.rolling_mean(n))) / _sym(_C.rolling_std(n, ddof=1))
+
+
+def _beta(n: int) -> pl.Expr:
+    def m(e: pl.Expr) -> pl.Expr:
+        return _sym(e.rolling_mean(n))
+
+    return (m(_RU) - m(_R) * m(_UM)) / (m(_UU) - m(_UM) ** 2)
+
+
+def _xs_rank(src: str) -> pl.Expr:
+    x = pl.col(src)
+    return (x.rank("average").over(_DAY) - 1.0) / (x.count().over(_DAY) - 1.0)
+
+
+def _xs_z(src: str) -> pl.Expr:
+    x = pl.col(src)
+    return (x - x.mean().over(_DAY)) / x.std(ddof=1).over(_DAY)
+
+
+@dataclass(frozen=True)
+class _Impl:
+    defn: FeatureDef
+    expr: Callable[[], pl.Expr]
+    helpers: tuple[str, ...] = ()  # helper columns read
+    needs: tuple[str, ...] = ()  # features read (cross-sectional stage only)
+
+
+def _ts(
+    name: str, lookback: int, description: str, expr: Callable[[], pl.Expr], helpers: tuple[str, ...] = (),
+    kind: Literal["time_series", "cross_sectional"] = "time_series",
+) -> _Impl:
+    return _Impl(FeatureDef(name, lookback, description, kind), expr, helpers)
+
+
+def _xs(
+    name: str, lookback: int, description: str, expr: Callable[[], pl.Expr], needs: tuple[str, ...]
+) -> _Impl:
+    return _Impl(FeatureDef(name, lookback, description, "cross_sectional"), expr, (), needs)
+
+
+_IMPLS: tuple[_Impl, ...] = (
+    _ts("ret_1", 2, "1-day simple return of close", lambda: _R, ("_r",)),
+    _ts("ret_5", 6, "5-day simple return of close", lambda: _ret(5)),
+    _ts("mom_20", 21, "20-day simple return of close", lambda: _ret(20)),
+    _ts("mom_60", 61, "60-day simple return of close", lambda: _ret(60)),
+    _ts("mom_120", 121, "120-day simple return of close", lambda: _ret(120)),
+    _ts("vol_20", 21, "annualized (sqrt 252) sample std (ddof=1) of the last 20 daily returns",
+        lambda: _vol(20), ("_r",)),
+    _ts("vol_60", 61, "annualized (sqrt 252) sample std (ddof=1) of the last 60 daily returns",
+        lambda: _vol(60), ("_r",)),
+    _ts("rsi_14", 15, "RSI in [0, 100] over a fixed window of the last 14 daily returns: 100 * mean gain / "
+        "(mean gain + mean loss) with simple averages (not Wilder's recursive smoothing, so it depends only "
+        "on the window); null if all 14 returns are zero", lambda: _rsi(14), ("_gain", "_loss")),
+    _ts("atr_14", 15, "mean true range (max(high, prev close) - min(low, prev close)) of the last 14 days "
+        "divided by close", lambda: _sym(_TR.rolling_mean(14)) / _C, ("_tr",)),
+    _ts("ma_gap_20", 20, "close / 20-day simple moving average of close - 1", lambda: _ma_gap(20)),
+    _ts("ma_gap_50", 50, "close / 50-day simple moving average of close - 1", lambda: _ma_gap(50)),
+    _ts("zscore_20", 20, "(close - 20-day mean of close) / 20-day sample std of close (ddof=1), "
+        "today included", lambda: _zscore(20)),
+    _ts("volume_ratio_20", 21, "volume / mean volume of the previous 20 days (today excluded, so a spike is "
+        "measured against an uncontaminated baseline)", lambda: _V / _sym(_V.shift(1).rolling_mean(20)),
+        ("_v",)),
+    _ts("gap_1", 2, "open / previous close - 1", lambda: _O / _PC - 1),
+    _ts("range_1", 1, "(high - low) / close", lambda: (_H - _L) / _C),
+    _xs("xs_rank_mom_20", 21, "percentile rank of mom_20 among symbols with a value that date, "
+        "(rank - 1) / (n - 1) in [0, 1], ties averaged; null if fewer than 2 symbols",
+        lambda: _xs_rank("mom_20"), ("mom_20",)),
+    _xs("xs_z_mom_20", 21, "cross-sectional z-score of mom_20 that date (sample std, ddof=1); null if fewer "
+        "than 2 symbols or zero dispersion", lambda: _xs_z("mom_20"), ("mom_20",)),
+    _ts("beta_60", 61, "beta of the last 60 daily returns to the equal-weight universe return of the same "
+        "dates (mean return of the symbols in the frame with a return that date): rolling cov / var",
+        lambda: _beta(60), ("_r", "_um", "_ru", "_uu"), kind="cross_sectional"),
+)
+_IMPL: dict[str, _Impl] = {i.defn.name: i for i in _IMPLS}
+
+FEATURES: dict[str, FeatureDef] = {i.defn.name: i.defn for i in _IMPLS}
+FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
+MAX_LOOKBACK: int = max(d.lookback for d in FEATURES.values())
+
+
+def _resolve(names: Sequence[str]) -> tuple[str, ...]:
+    """Validate names, drop duplicates (first occurrence wins, order kept)."""
+    if isinstance(names, str):
+        raise TypeError("names must be a sequence of feature names, not a string")
+    unknown = [n for n in names if n not in FEATURES]
+    if unknown:
+        raise ValueError(f"unknown features {unknown}; known: {list(FEATURE_NAMES)}")
+    return tuple(dict.fromkeys(names))
+
+
+def feature_set_version(names: Sequence[str] = FEATURE_NAMES) -> str:
+    """Short sha256 (12 hex) of the requested definitions: (name, lookback, version) plus the library version.
+
+    Independent of the order and repetition of ``names`` (the set is canonicalized to registry order), stable
+    across processes; changes when the set changes or when any requested definition is bumped.
+    """
+    wanted = set(_resolve(names))
+    defs = [[d.name, d.lookback, d.version] for d in FEATURES.values() if d.name in wanted]
+    payload = [LIBRARY_VERSION, *defs]
+    return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()[:12]
+
+
+def _small_uint(n: int) -> type[np.unsignedinteger]:
+    """Narrowest unsigned dtype for values < n (16-bit keys get numpy's O(n) stable radix sort)."""
+    return np.uint16 if n <= 1 << 16 else np.uint32
+
+
+@dataclass(frozen=True)
+class _Panel:
+    """Input values in (symbol, date) order, keyed by `_sid` (lexicographic symbol code, sorted) and `_di`
+    (days since the first date); `back` reorders rows to (date, symbol) order (None: already in it)."""
+
+    frame: pl.DataFrame
+    symbols: pl.Series
+    first_day: int
+    back: np.ndarray | None
+
+    def keys(self, sid: pl.Series, di: pl.Series) -> list[pl.Series]:
+        """The `date` and `symbol` columns for the given codes."""
+        date = (di.cast(pl.Int32) + self.first_day).cast(pl.Date).alias("date")
+        return [date, self.symbols.gather(sid).alias("symbol")]
+
+
+def _prepare(ohlcv: pl.DataFrame, value_cols: Sequence[str]) -> _Panel:
+    """Validate, cast and order the input. Ordering uses two stable radix argsorts on small integer codes
+    (much faster than a String/Date sort) and only moves the numeric columns."""
+    missing = [c for c in ("symbol", "date", *value_cols) if c not in ohlcv.columns]
+    if missing:
+        raise ValueError(f"ohlcv frame lacks columns {missing}")
+    symbol, date = ohlcv.get_column("symbol").cast(pl.String), ohlcv.get_column("date").cast(pl.Date)
+    if symbol.null_count() or date.null_count():
+        raise ValueError("ohlcv has null symbol or date")
+    values = ohlcv.select(pl.col(c).cast(pl.Int64 if c == "volume" else pl.Float64) for c in value_cols)
+    syms = symbol.unique().sort()
+    if ohlcv.height == 0:
+        empty = values.with_columns(pl.Series(_SID, [], pl.UInt32), pl.Series("_di", [], pl.Int32))
+        return _Panel(empty, syms, 0, None)
+    code = symbol.cast(pl.Enum(syms)).to_physical().to_numpy().astype(_small_uint(len(syms)))
+    day = date.cast(pl.Int32).to_numpy()
+    first_day = int(day.min())
+    day = (day - first_day).astype(_small_uint(int(day.max()) - first_day + 1))
+
+    def strictly_ordered(code: np.ndarray, day: np.ndarray) -> np.ndarray:
+        dc, dd = np.diff(code.astype(np.int64)), np.diff(day.astype(np.int64))
+        return (dc > 0) | ((dc == 0) & (dd > 0))
+
+    if not strictly_ordered(code, day).all():
+        perm = np.argsort(day, kind="stable")
+        perm = perm[np.argsort(code[perm], kind="stable")]
+        code, day, values = code[perm], day[perm], values[perm]
+        bad = np.flatnonzero(~strictly_ordered(code, day))
+        if bad.size:
+            rows = [(syms[int(code[i])], _EPOCH + dt.timedelta(days=int(day[i]) + first_day)) for i in bad[:5]]
+            raise ValueError(f"ohlcv has duplicate (symbol, date) rows, e.g. {rows}")
+    back = np.argsort(day, kind="stable") if len(syms) > 1 else None
+    frame = values.with_columns(
+        pl.Series(_SID, code.astype(np.uint32)).set_sorted(), pl.Series("_di", day.astype(np.int32))
+    )
+    return _Panel(frame, syms, first_day, back)
+
+
+def _needed(names: tuple[str, ...]) -> tuple[list[str], list[str], list[str]]:
+    """(stage-1 features to compute, cross-sectional features, helper columns) for the requested names."""
+    xs = [n for n in names if _IMPL[n].needs]
+    ts = [n for n in names if not _IMPL[n].needs]
+    ts += [d for n in xs for d in _IMPL[n].needs if d not in ts]
+    helpers: set[str] = set()
+    todo = [h for n in ts for h in _IMPL[n].helpers]
+    while todo:
+        h = todo.pop()
+        if h not in helpers:
+            helpers.add(h)
+            todo.extend(_HELPERS[h][2])
+    return ts, xs, sorted(helpers, key=list(_HELPERS).index)
+
+
+def _clean(name: str) -> pl.Expr:
+    col = pl.col(name)
+    return pl.when((_N + 1 >= FEATURES[name].lookback) & col.is_finite()).then(col).alias(name)
+
+
+def compute_features(ohlcv: pl.DataFrame, names: Sequence[str] = FEATURE_NAMES) -> pl.DataFrame:
+    """Compute ``names`` for every input row: ``date, symbol, <features Float64>`` sorted by (date, symbol).
+
+    See the module docstring for warm-up and null policy. Raises ValueError for unknown names, missing
+    columns, null keys or duplicate (symbol, date) rows.
+    """
+    names = _resolve(names)
+    panel = _prepare(ohlcv, ("open", "high", "low", "close", "volume"))
+    ts, xs, helpers = _needed(names)
+    # per-symbol stage, rows in (symbol, date) order so every `.over(_SID)` window is a contiguous slice
+    df = panel.frame.with_columns(
+        pl.int_range(pl.len(), dtype=pl.Int32).over(_SID).alias("_n"),
+        _sym(_C.shift(1)).alias("_pc"),
+    )
+    for stage in sorted({_HELPERS[h][0] for h in helpers}):
+        df = df.with_columns(*[_HELPERS[h][1]().alias(h) for h in helpers if _HELPERS[h][0] == stage])
+    if ts:
+        df = df.with_columns(*[_IMPL[n].expr().cast(pl.Float64).alias(n) for n in ts])
+        df = df.with_columns(*[_clean(n) for n in ts])
+    # back to (date, symbol) order; cross-sectional stage there so `.over("_di")` windows are slices
+    df = df.select(_SID, "_di", "_n", *ts)
+    if panel.back is not None:
+        df = df[panel.back]
+    if xs:
+        df = df.with_columns(pl.col("_di").set_sorted())
+        df = df.with_columns(*[_IMPL[n].expr().cast(pl.Float64).alias(n) for n in xs])
+        df = df.with_columns(*[_clean(n) for n in xs])
+    return pl.DataFrame([*panel.keys(df.get_column(_SID), df.get_column("_di")), *df.select(names)])

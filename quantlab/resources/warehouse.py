@@ -1,0 +1,166 @@
+"""The DuckDB warehouse: schema-checked, atomic, idempotent per-partition writes.
+
+`replace()` validates a frame against its table's pandera schema, then in ONE transaction deletes the
+partition range it owns (optionally scoped, e.g. to one world) and inserts the new rows. A re-run never
+duplicates; a failure (schema violation, crash) leaves the previous state intact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pandera.polars as pa
+import polars as pl
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from quantlab.schemas import TABLES
+
+DEFAULT_WAREHOUSE = ".quantlab/warehouse.duckdb"
+
+_DUCK_TYPES = {
+    pl.String: "VARCHAR",
+    pl.Date: "DATE",
+    pl.Float64: "DOUBLE",
+    pl.Int64: "BIGINT",
+    pl.Int32: "INTEGER",
+    pl.Boolean: "BOOLEAN",
+    pl.Datetime: "TIMESTAMP",
+}
+
+
+def default_warehouse_path() -> str:
+    """`QUANTLAB_WAREHOUSE` if set, else `.quantlab/warehouse.duckdb` under the working directory."""
+    return os.environ.get("QUANTLAB_WAREHOUSE", DEFAULT_WAREHOUSE)
+
+
+class SchemaViolation(ValueError):
+    """A frame broke its table's schema; `failure_cases` lists the failing rows and checks."""
+
+    def __init__(self, table: str, failure_cases: pl.DataFrame, message: str):
+        super().__init__(f"table '{table}' schema violation: {message}")
+        self.table = table
+        self.failure_cases = failure_cases
+
+
+def validate(table: str, df: pl.DataFrame) -> pl.DataFrame:
+    """Validate `df` against the table schema (all errors collected), return it in schema column order."""
+    schema = TABLES[table].schema
+    try:
+        schema.validate(df, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        raise SchemaViolation(table, exc.failure_cases, str(exc).splitlines()[0]) from None
+    return df.select(list(schema.columns))
+
+
+def _ddl(table: str) -> str:
+    schema = TABLES[table].schema
+    cols = []
+    for name, col in schema.columns.items():
+        dtype = col.dtype.type
+        duck = _DUCK_TYPES.get(dtype) or _DUCK_TYPES[type(dtype)]
+        cols.append(f'"{name}" {duck}{"" if col.nullable else " NOT NULL"}')
+    return f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)})"
+
+
+class Warehouse(DuckDBResource):
+    """DuckDB warehouse resource (a `dagster_duckdb.DuckDBResource` with quantlab's table contracts)."""
+
+    database: str = Field(default_factory=default_warehouse_path, description="Path of the DuckDB file.")
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived read-write connection (the parent directory is created on first use)."""
+        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        with self.get_connection() as con:
+            yield con
+
+    def has_table(self, table: str) -> bool:
+        with self.connect() as con:
+            rows = con.sql(
+                "SELECT 1 FROM information_schema.tables WHERE table_name = ?", params=[table]
+            ).fetchall()
+        return bool(rows)
+
+    def read(self, sql: str, params: Sequence | None = None) -> pl.DataFrame:
+        """Run a query and return a polars frame."""
+        with self.connect() as con:
+            return con.sql(sql, params=list(params) if params else None).pl()
+
+    def read_table(
+        self,
+        table: str,
+        start: dt.date | None = None,
+        end: dt.date | None = None,
+        where: Mapping[str, object] | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pl.DataFrame:
+        """Rows of `table` whose partition column is in [start, end]; an empty, typed frame if it is absent."""
+        spec = TABLES[table]
+        cols = list(columns) if columns else list(spec.schema.columns)
+        if not self.has_table(table):
+            return pl.DataFrame(schema={c: spec.schema.columns[c].dtype.type for c in cols})
+        clauses, params = [], []
+        if start is not None:
+            clauses.append(f"{spec.partition_col} >= ?")
+            params.append(start)
+        if end is not None:
+            clauses.append(f"{spec.partition_col} <= ?")
+            params.append(end)
+        for key, value in (where or {}).items():
+            if isinstance(value, (list, tuple)):
+                clauses.append(f'"{key}" IN (SELECT UNNEST(?))')
+                params.append(list(value))
+            else:
+                clauses.append(f'"{key}" = ?')
+                params.append(value)
+        sql = f"SELECT {', '.join(f'"{c}"' for c in cols)} FROM {table}"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        return self.read(sql, params)
+
+    def replace(
+        self,
+        table: str,
+        df: pl.DataFrame,
+        start: dt.date,
+        end: dt.date,
+        scope: Mapping[str, str] | None = None,
+    ) -> int:
+        """Atomically replace the rows of `table` with partition date in [start, end] (within `scope`).
+
+        Raises SchemaViolation (nothing written) if `df` breaks the schema, and ValueError if a row lies
+        outside the range or scope it is written for. Returns the number of rows inserted.
+        """
+        spec = TABLES[table]
+        scope = dict(scope or {})
+        if set(scope) != set(spec.scope):
+            raise ValueError(f"table '{table}' writes are scoped by {spec.scope}, got {tuple(scope)}")
+        df = validate(table, df)
+        part = df.get_column(spec.partition_col)
+        if df.height and (part.min() < start or part.max() > end):
+            raise ValueError(f"rows for '{table}' fall outside the partition range {start}..{end}")
+        for key, value in scope.items():
+            if df.height and (df.get_column(key) != value).any():
+                raise ValueError(f"rows for '{table}' fall outside the scope {key}={value}")
+        where = " AND ".join([f"{spec.partition_col} BETWEEN ? AND ?", *[f'"{k}" = ?' for k in scope]])
+        params = [start, end, *scope.values()]
+        with self.connect() as con:
+            con.execute(_ddl(table))
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f"DELETE FROM {table} WHERE {where}", params)
+                if df.height:
+                    con.register("_incoming", df)
+                    con.execute(f"INSERT INTO {table} SELECT * FROM _incoming")
+                    con.unregister("_incoming")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return df.height

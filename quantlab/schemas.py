@@ -1,0 +1,261 @@
+"""Warehouse table contracts: one pandera (polars) schema per DuckDB table.
+
+Every write is validated against its schema first (see `quantlab.resources.warehouse`); a violation fails
+the step and nothing is written. `TABLES` also says which column partitions the table (the as-of date a
+partition owns) and which columns scope a write (e.g. one world's rows).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pandera.polars as pa
+import polars as pl
+
+from quantlab.features.library import FEATURE_NAMES
+
+
+class _Strict:
+    strict = True
+    coerce = False
+
+
+class Ohlcv(pa.DataFrameModel):
+    """Daily bars. open/high/low/close are split- and dividend-adjusted; close_raw is the traded close."""
+
+    symbol: str = pa.Field(nullable=False)
+    date: dt.date = pa.Field(nullable=False)
+    open: float = pa.Field(nullable=True)
+    high: float = pa.Field(nullable=True)
+    low: float = pa.Field(nullable=True)
+    close: float = pa.Field(nullable=True)
+    close_raw: float = pa.Field(nullable=True)
+    adj_factor: float = pa.Field(nullable=True)
+    volume: int = pa.Field(nullable=True)
+
+    class Config(_Strict):
+        pass
+
+
+class QualityIssues(pa.DataFrameModel):
+    """One row per failed quality rule: the partition date it was found for, the bar it concerns."""
+
+    date: dt.date
+    rule: str
+    severity: str = pa.Field(isin=["blocking", "warn"])
+    symbol: str = pa.Field(nullable=True)
+    bar_date: dt.date = pa.Field(nullable=True)
+    detail: str
+
+    class Config(_Strict):
+        pass
+
+
+def _features_schema() -> pa.DataFrameSchema:
+    cols = {
+        "date": pa.Column(pl.Date, nullable=False),
+        "symbol": pa.Column(pl.String, nullable=False),
+        "feature_set": pa.Column(pl.String, nullable=False),
+    }
+    cols.update({name: pa.Column(pl.Float64, nullable=True) for name in FEATURE_NAMES})
+    return pa.DataFrameSchema(cols, strict=True, unique=["date", "symbol"], name="features")
+
+
+class Labels(pa.DataFrameModel):
+    """Forward labels in long format; `asof_date` is the session the label becomes known (partition key)."""
+
+    date: dt.date
+    symbol: str
+    label: str
+    horizon: pl.Int32 = pa.Field(ge=1)
+    asof_date: dt.date
+    value: float = pa.Field(nullable=False)
+
+    class Config(_Strict):
+        pass
+
+
+class Targets(pa.DataFrameModel):
+    """Target weights decided at the close of `date` (executed at a later bar by the backtester)."""
+
+    date: dt.date
+    strategy: str
+    symbol: str
+    score: float = pa.Field(nullable=True)
+    weight: float
+    side: str = pa.Field(isin=["long", "short", "flat"])
+
+    class Config(_Strict):
+        unique = ["date", "strategy", "symbol"]
+
+
+class StrategyReturns(pa.DataFrameModel):
+    """Daily simple returns of each strategy's backtest and its exposures at the close."""
+
+    date: dt.date
+    strategy: str
+    gross: float
+    cost: float = pa.Field(ge=0)
+    net: float
+    long_ret: float
+    short_ret: float
+    turnover: float = pa.Field(ge=0)
+    gross_exposure: float = pa.Field(ge=0)
+    net_exposure: float
+
+    class Config(_Strict):
+        unique = ["date", "strategy"]
+
+
+class Trades(pa.DataFrameModel):
+    date: dt.date
+    strategy: str
+    symbol: str
+    side: str = pa.Field(isin=["buy", "sell"])
+    weight_change: float
+    price: float = pa.Field(gt=0)
+    cost: float = pa.Field(ge=0)
+
+    class Config(_Strict):
+        unique = ["date", "strategy", "symbol"]
+
+
+class Kpis(pa.DataFrameModel):
+    """As-of KPIs of each strategy on each date over named windows (conventions: quantlab.metrics)."""
+
+    date: dt.date
+    strategy: str
+    window: str
+    sample_days: pl.Int64 = pa.Field(ge=0)
+    sharpe: float = pa.Field(nullable=True)
+    sortino: float = pa.Field(nullable=True)
+    annual_return: float = pa.Field(nullable=True)
+    annual_volatility: float = pa.Field(nullable=True)
+    max_dd: float = pa.Field(nullable=True)
+    calmar: float = pa.Field(nullable=True)
+    hit_rate: float = pa.Field(nullable=True)
+    turnover: float = pa.Field(nullable=True)
+    ulcer: float = pa.Field(nullable=True)
+    psr: float = pa.Field(nullable=True)
+    dsr: float = pa.Field(nullable=True)
+
+    class Config(_Strict):
+        unique = ["date", "strategy", "window"]
+
+
+class Approvals(pa.DataFrameModel):
+    """Supervisor verdict per strategy, date and symbol."""
+
+    date: dt.date
+    strategy: str
+    symbol: str
+    target_weight: float
+    approved_weight: float
+    approved: bool
+    risk_flags: str
+    reason: str
+
+    class Config(_Strict):
+        unique = ["date", "strategy", "symbol"]
+
+
+class RuleResults(pa.DataFrameModel):
+    """One row per world, date, strategy and rule: the per-date record behind the world asset checks."""
+
+    world: str
+    date: dt.date
+    strategy: str
+    rule: str
+    family: str
+    stage: str = pa.Field(isin=["backtest", "paper", "live", "inactive", "*"])
+    status: str = pa.Field(isin=["pass", "fail", "warn", "skip"])
+    severity: str = pa.Field(isin=["blocking", "soft", "info"])
+    owner: str = pa.Field(isin=["quant", "risk", "ops"])
+    reason_code: str
+    reason: str
+    details: str
+
+    class Config(_Strict):
+        unique = ["world", "date", "strategy", "rule"]
+
+
+class WorldDecisions(pa.DataFrameModel):
+    """One row per world, date and strategy: the state after the day's decision, with reproducibility hashes."""
+
+    world: str
+    date: dt.date
+    strategy: str
+    policy_version: str
+    ruleset_hash: str
+    input_hash: str
+    stage: str = pa.Field(isin=["backtest", "paper", "live", "inactive"])
+    stage_since: dt.date
+    pass_streak: pl.Int64 = pa.Field(ge=0)
+    fail_streak: pl.Int64 = pa.Field(ge=0)
+    selected: bool
+    score: float = pa.Field(nullable=True)
+    reason_code: str
+    evaluate_only: bool
+
+    class Config(_Strict):
+        unique = ["world", "date", "strategy"]
+
+
+class WorldAllocations(pa.DataFrameModel):
+    world: str
+    date: dt.date
+    strategy: str
+    side: str
+    weight: float = pa.Field(ge=0)
+
+    class Config(_Strict):
+        unique = ["world", "date", "strategy"]
+
+
+class WorldReturns(pa.DataFrameModel):
+    """The world's own track: allocation decided at t earns the strategies' net returns of t+1."""
+
+    world: str
+    date: dt.date
+    ret: float
+    equity: float = pa.Field(gt=0)
+    drawdown: float = pa.Field(ge=0)
+    exposure: float = pa.Field(ge=0)
+    n_live: pl.Int64 = pa.Field(ge=0)
+
+    class Config(_Strict):
+        unique = ["world", "date"]
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    schema: pa.DataFrameSchema
+    partition_col: str = "date"
+    scope: tuple[str, ...] = ()
+
+
+def _table(name: str, model: type[pa.DataFrameModel] | pa.DataFrameSchema, **kw) -> Table:
+    schema = model if isinstance(model, pa.DataFrameSchema) else model.to_schema()
+    return Table(name=name, schema=schema, **kw)
+
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in [
+        _table("ohlcv", Ohlcv),
+        _table("quality_issues", QualityIssues),
+        _table("features", _features_schema()),
+        _table("labels", Labels, partition_col="asof_date"),
+        _table("targets", Targets),
+        _table("strategy_returns", StrategyReturns),
+        _table("trades", Trades),
+        _table("kpis", Kpis),
+        _table("approvals", Approvals),
+        _table("rule_results", RuleResults, scope=("world",)),
+        _table("world_decisions", WorldDecisions, scope=("world",)),
+        _table("world_allocations", WorldAllocations, scope=("world",)),
+        _table("world_returns", WorldReturns, scope=("world",)),
+    ]
+}

@@ -1,0 +1,1 @@
+"""Strategy lab: strategy YAML models and target-weight construction (no Dagster imports)."""

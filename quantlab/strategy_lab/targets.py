@@ -1,0 +1,66 @@
+"""Target weights from rank signals (vectorized polars, one pass for all dates of a range).
+
+For each date: score every universe symbol with a valid score (non-null, finite), rank, take the top
+`long.top` as the long leg and the bottom `short.top` (not already long) as the short leg. Raw leg weights
+are 1 (equal), |score| (score) or 1/vol_20 (inverse_vol), normalized so each leg sums to its gross
+(`portfolio.gross`, halved per leg when both legs are on), then capped at `max_weight` per name; what the
+cap removes stays in cash (no re-normalization, so the cap is a hard limit). Symbols scored but not
+selected get weight 0 and side `flat`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from quantlab.strategy_lab.spec import StrategySpec
+
+
+def strategy_targets(features: pl.DataFrame, spec: StrategySpec) -> pl.DataFrame:
+    """Rows of the `targets` table for one strategy over the dates in `features`."""
+    df = features
+    if spec.universe.symbols is not None:
+        df = df.filter(pl.col("symbol").is_in(spec.universe.symbols))
+    env = {name: df.get_column(name).cast(pl.Float64).fill_null(np.nan).to_numpy() for name in spec.score_expr.names}
+    score = np.broadcast_to(np.asarray(spec.score_expr.evaluate(env), dtype=np.float64), (df.height,))
+    df = df.select("date", "symbol", "vol_20").with_columns(score=pl.Series(score)).filter(
+        pl.col("score").is_not_nan() & pl.col("score").is_finite()
+    )
+    port = spec.portfolio
+    n_long, n_short = port.long.top, port.short.top
+    leg_gross = port.gross / 2 if (n_long and n_short) else port.gross
+    # deterministic ties: by score, then symbol
+    df = df.sort("date", "score", "symbol", descending=[False, True, False]).with_columns(
+        rank_desc=pl.int_range(pl.len()).over("date"),
+        count=pl.len().over("date"),
+    )
+    is_long = pl.col("rank_desc") < n_long
+    is_short = (pl.col("count") - 1 - pl.col("rank_desc") < n_short) & ~is_long
+    side = pl.when(is_long).then(pl.lit("long")).when(is_short).then(pl.lit("short")).otherwise(pl.lit("flat"))
+    raw = {
+        "equal": pl.lit(1.0),
+        "score": pl.col("score").abs(),
+        "inverse_vol": 1.0 / pl.col("vol_20"),
+    }[port.weighting]
+    df = df.with_columns(side=side, raw=pl.when(raw.is_finite() & (raw > 0)).then(raw).otherwise(None))
+    df = df.with_columns(
+        leg_sum=pl.col("raw").sum().over("date", "side"),
+    ).with_columns(
+        weight=pl.when(pl.col("side") == "flat")
+        .then(0.0)
+        .otherwise((pl.col("raw") / pl.col("leg_sum") * leg_gross).fill_null(0.0).clip(upper_bound=port.max_weight))
+    )
+    return df.select(
+        "date",
+        pl.lit(spec.id).alias("strategy"),
+        "symbol",
+        "score",
+        pl.when(pl.col("side") == "short").then(-pl.col("weight")).otherwise(pl.col("weight")).alias("weight"),
+        "side",
+    ).sort("date", "symbol")
+
+
+def all_targets(features: pl.DataFrame, specs: dict[str, StrategySpec]) -> pl.DataFrame:
+    """Targets of every strategy, concatenated."""
+    frames = [strategy_targets(features, spec) for spec in specs.values()]
+    return pl.concat(frames) if frames else pl.DataFrame()

@@ -1,0 +1,1 @@
+"""Portfolio supervisor: risk rules turning targets into approvals (no Dagster imports)."""

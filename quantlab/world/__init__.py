@@ -1,0 +1,1 @@
+"""Worlds: governed portfolios of strategies — policy, daily decisions, allocation (no Dagster imports)."""
