@@ -63,10 +63,13 @@ def reference(open_, close, targets, rebalance, cfg: ExecutionConfig) -> dict[st
             if point in schedule:
                 d = schedule[point]
                 v_pre = value()
-                w = [0.0 if (math.isnan(targets[d][i]) or math.isnan(prices[i])) else targets[d][i]
-                     for i in range(N)]
-                notional = [w[i] * v_pre - shares[i] * last[i] if shares[i] != 0.0 else w[i] * v_pre
-                            for i in range(N)]
+                w = [
+                    0.0 if (math.isnan(targets[d][i]) or math.isnan(prices[i])) else targets[d][i]
+                    for i in range(N)
+                ]
+                notional = [
+                    w[i] * v_pre - shares[i] * last[i] if shares[i] != 0.0 else w[i] * v_pre for i in range(N)
+                ]
                 fee = sum(abs(x) for x in notional) * rate
                 turnover += sum(abs(x) for x in notional) / v_pre
                 v_post = v_pre - fee
@@ -230,7 +233,10 @@ def test_invariants():
     open_, close = make_prices(rng, T, N)
     targets = make_targets(rng, T, N)
     cfg = ExecutionConfig(price="open", lag=1, fee_bps=4.0, slippage_bps=1.0)
+    inputs = [a.copy() for a in (open_, close, targets)]
     res = run_backtest(open_, close, targets, every(T, 2), cfg)
+    for before, after in zip(inputs, (open_, close, targets), strict=True):
+        np.testing.assert_array_equal(before, after)  # inputs are not modified
     assert all(getattr(res, k).shape == (T,) for k in DAILY)
     assert res.weights.shape == (T, N)
     np.testing.assert_allclose(res.long_ret + res.short_ret, res.gross, rtol=0, atol=1e-12)
@@ -279,8 +285,9 @@ def test_zero_target_on_unlisted_symbol_and_stale_close():
     res = run_backtest(open_, close, targets, np.array([True, False, False, False]), ExecutionConfig(lag=1))
     assert res.trade_day.size == 0
     # Bought at day 1's close, then no price at day 2's close: closed at the carried 11.0.
-    res = run_backtest(open_, close, targets, np.array([True, True, False, False]),
-                       ExecutionConfig(price="close"))
+    res = run_backtest(
+        open_, close, targets, np.array([True, True, False, False]), ExecutionConfig(price="close")
+    )
     np.testing.assert_array_equal(res.trade_day, [1, 2])
     np.testing.assert_allclose(res.trade_dw, [0.5, -0.5])
     np.testing.assert_allclose(res.trade_price, [11.0, 11.0])
@@ -418,8 +425,8 @@ def test_hand_open_execution():
     np.testing.assert_allclose(res.net, net, rtol=0, atol=1e-15)
     np.testing.assert_allclose(res.cost, np.subtract(gross, net), rtol=0, atol=1e-15)
     np.testing.assert_allclose(res.turnover, [0.0, 1.0, 220 / 241], rtol=0, atol=1e-15)
-    # Legs. Day 1: long .5 * 1/11, short -.5 * 2/20. Day 2 overnight: short -.5(18-22)/20 / (219/220) = 22/219;
-    # intraday long .5 * 0 + short .5 (20-18)/18 (now long) -> all in the long leg: (241/219) * (1/18).
+    # Legs. Day 1: long .5 * 1/11, short -.5 * 2/20. Day 2 overnight: short -.5 (18-22)/20 / (219/220)
+    # = 22/219; intraday .5 * 0 + .5 (20-18)/18, both long now: long leg (241/219) * (1/18).
     np.testing.assert_allclose(res.long_ret, [0.0, 1 / 22, 241 / 219 / 18], rtol=0, atol=1e-15)
     np.testing.assert_allclose(res.short_ret, [0.0, -1 / 20, 22 / 219], rtol=0, atol=1e-15)
     w1 = np.array([0.5 * 12 / 11, -0.5 * 22 / 20]) * 220 / 219
@@ -522,7 +529,11 @@ def test_integer_rebalance_and_empty_shapes():
     a = run_backtest(open_, close, targets, every(8, 2).astype(int), ExecutionConfig())
     b = run_backtest(open_, close, targets, every(8, 2), ExecutionConfig())
     np.testing.assert_array_equal(a.net, b.net)
-    res = run_backtest(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0, bool), ExecutionConfig())
+    res = run_backtest(
+        np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0, bool), ExecutionConfig()
+    )
     assert res.gross.shape == (0,) and res.weights.shape == (0, 3)
-    res = run_backtest(np.zeros((4, 0)), np.zeros((4, 0)), np.zeros((4, 0)), np.ones(4, bool), ExecutionConfig())
+    res = run_backtest(
+        np.zeros((4, 0)), np.zeros((4, 0)), np.zeros((4, 0)), np.ones(4, bool), ExecutionConfig()
+    )
     assert np.all(res.gross == 0.0) and res.weights.shape == (4, 0) and res.trade_day.size == 0

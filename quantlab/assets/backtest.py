@@ -1,6 +1,5 @@
 """`strategy_returns` (+ `trades`) and `kpis`: the backtester on each strategy's targets."""
 
-from __future__ import annotations
 
 import dagster as dg
 import polars as pl

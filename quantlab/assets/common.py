@@ -1,6 +1,5 @@
 """Helpers shared by the asset modules: schema-checked writes, markdown tables, the warehouse pool."""
 
-from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping

@@ -1,6 +1,5 @@
 """`ohlcv`: daily bars from the configured source, gated by partition-aware quality checks."""
 
-from __future__ import annotations
 
 import dagster as dg
 import polars as pl

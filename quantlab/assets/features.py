@@ -1,6 +1,5 @@
 """`features` and `labels`: the feature store, computed from `ohlcv` with a warm-up window."""
 
-from __future__ import annotations
 
 import dagster as dg
 import polars as pl

@@ -1,6 +1,5 @@
 """`targets`: each strategy's target weights decided at the close of each as-of date."""
 
-from __future__ import annotations
 
 import dagster as dg
 import polars as pl

@@ -1,6 +1,5 @@
 """`approvals`: the portfolio supervisor's verdict on every strategy's targets."""
 
-from __future__ import annotations
 
 import dagster as dg
 import polars as pl

@@ -12,7 +12,6 @@ A family's check fails when one of its rule results has status `fail` for a stra
 gate is routine and only shows in the table; an active one is what a risk desk must see.
 """
 
-from __future__ import annotations
 
 import datetime as dt
 

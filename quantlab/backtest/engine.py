@@ -26,7 +26,8 @@ Model
   the value is multiplied by ``1 - c`` at that point and the target weights apply to the post-cost
   value. Hence ``net_t = (1 + gross_t) * prod(1 - c over day t's executions) - 1`` (the cost is
   applied at its point; because steps are value ratios this equals applying it at the close) and
-  the ``cost`` array is ``gross - net`` (= ``(1 + gross) * c`` on a day with one execution), while
+  the ``cost`` array is ``(1 + gross) * c`` (exactly 0 on a day without execution) and
+  ``net = gross - cost``, while
   ``trade_cost`` holds the per-trade ``|dw| * (fee_bps + slippage_bps) / 1e4`` that sum to ``c``.
 * Legs. At each step the long contribution is
   ``sum_{w_i > 0} w_i (P_i(p) - P_i(p-1)) / P_i(e) / A(p-1)`` (shorts: ``w_i < 0``). The daily leg
@@ -44,9 +45,13 @@ Model
 No guard is made against the portfolio value reaching 0 or below (e.g. a levered short squeeze):
 returns are meaningless from there on.
 
-Implementation: every point gets the index of the last execution at or before it (a running
-maximum), execution "shares per unit value" ``w / P(e)`` are gathered by fancy indexing and
-multiplied by the (2T, N) price matrix; all reductions are whole-array, with no per-bar loop.
+Implementation: a running maximum over an index array gives, for every point, the last execution
+before it; each execution's shares per unit of value ``q = w / P(e)`` are gathered row-wise for all
+points and multiplied by the prices, so position values, the book value ``A``, its long side and the
+drifted weights are whole-array operations. The (2T, N) work runs over cache-sized blocks of days
+(about 1 MB: 131 days for N = 500, a few dozen iterations, never one per bar) instead of allocating
+several (2T, N) temporaries; gaps are forward-filled block by block, the last known prices being
+carried from one block to the next.
 """
 
 from __future__ import annotations
@@ -132,28 +137,34 @@ def _check_inputs(
     return open_, close, targets, rebalance
 
 
-_CHUNK_BYTES = 1 << 19  # working-set target of one (2D, N) float64 chunk buffer (fits in L2)
+_CHUNK_BYTES = 1 << 20  # size of one (2D, N) float64 chunk buffer: D days per chunk (measured)
 _MIN_CHUNK_DAYS = 8
+_TINY = float(np.finfo(np.float64).tiny)  # smallest normal float: accepted prices are >= this
 
 
 def _fill_chunk(x: np.ndarray, nanx: np.ndarray, carry: np.ndarray) -> None:
     """In place: carry each symbol's last known price forward (across chunks via ``carry``).
 
-    Prices never seen yet become 1.0 (any positive number will do: such a symbol is never held).
+    A price never seen yet becomes ``_TINY``: such a symbol is never held (its target is 0 at any
+    execution without a price), so it only ever enters as ``0 * _TINY = 0``.
     ``carry`` is updated to the last known price of each symbol at the end of the chunk.
     """
     new_carry = np.where(nanx[-1], carry, x[-1])
-    fill_row = np.where(np.isnan(carry), 1.0, carry)
-    cols = np.flatnonzero((nanx[1:] > nanx[:-1]).any(axis=0))  # a missing price after a known one
+    # Columns needing a forward fill: a gap after a known price, in this chunk or before it.
+    after_known = (nanx[1:] > nanx[:-1]).any(axis=0) | (nanx[0] & ~np.isnan(carry))
+    cols = np.flatnonzero(after_known)
     if cols.size:
-        idx = np.where(nanx[:, cols], -1, np.arange(x.shape[0])[:, None])
-        np.maximum.accumulate(idx, axis=0, out=idx)
-        filled = np.take_along_axis(x[:, cols], np.maximum(idx, 0), axis=0)
-        np.copyto(filled, fill_row[cols][None, :], where=idx < 0)
+        sub = x[:, cols]
+        first = sub[0]
+        np.copyto(first, carry[cols], where=np.isnan(first))  # a leading gap takes the carried price
+        idx = np.arange(x.shape[0])[:, None] * ~nanx[:, cols]  # own row where known, else 0
+        np.maximum.accumulate(idx, axis=0, out=idx)  # row of the last known price
+        idx *= cols.size
+        idx += np.arange(cols.size)
+        filled = sub.ravel().take(idx)
         x[:, cols] = filled
         new_carry[cols] = filled[-1]
-        nanx[:, cols] = False
-    np.copyto(x, fill_row[None, :], where=nanx)  # leading gaps: last price of the previous chunk
+    np.fmax(x, _TINY, out=x)  # remaining NaN -> _TINY (valid prices were checked to be >= _TINY)
     carry[:] = new_carry
 
 
@@ -176,14 +187,14 @@ def run_backtest(
     rate = cfg.cost_rate
     at_close = cfg.price == "close"
 
-    # Executions, sorted by point (at most one per day). Row K of Q / cash is the all-cash book.
+    # Executions, sorted by point (at most one per day).
     dec = np.flatnonzero(rebalance)
     exe_day = dec + int(cfg.lag)
     keep = exe_day < T
     dec, exe_day = dec[keep], exe_day[keep]
     exe_pt = 2 * exe_day + int(at_close)
     K = dec.size
-    cash = np.ones(K + 1)  # cash weight of each execution; row K (= -1) is the initial all-cash book
+    cash = np.ones(K + 1)  # cash weight of each execution; cash[-1] is the initial all-cash book
     wpos = np.zeros(K)
     wneg = np.zeros(K)
     turn_k = np.zeros(K)
@@ -207,7 +218,7 @@ def run_backtest(
 
     # Cache-sized chunks of D days (2D points): the whole pipeline runs on one chunk at a time.
     D = int(max(_MIN_CHUNK_DAYS, _CHUNK_BYTES // (16 * max(N, 1))))
-    xbuf = np.empty((2 * min(D, T), N))
+    xbuf = np.empty((2 * min(D, T), N))  # the chunk's prices, interleaved and gap-filled
     gbuf = np.empty_like(xbuf)
     # Shares per unit of post-trade value, q = w / P(e): row 0 = regime in force at the chunk start
     # (zeros = all cash), rows 1.. = this chunk's executions.
@@ -215,85 +226,89 @@ def run_backtest(
     carry = np.full(N, np.nan)
     starts = np.arange(0, T, D)
     kb = np.searchsorted(exe_pt, 2 * np.append(starts, T))
-    for c, d0 in enumerate(starts.tolist()):
-        d1 = min(T, d0 + D)
-        p0, p1 = 2 * d0, 2 * d1
-        k0, k1 = int(kb[c]), int(kb[c + 1])
-        rows = exe_pt[k0:k1] - p0
-        x = xbuf[: p1 - p0]
-        x[0::2] = open_[d0:d1]
-        x[1::2] = close[d0:d1]
+    with np.errstate(invalid="ignore"):  # an infinite price gives 0 * inf = NaN, rejected below
+        for c, d0 in enumerate(starts.tolist()):
+            d1 = min(T, d0 + D)
+            p0, p1 = 2 * d0, 2 * d1
+            k0, k1 = int(kb[c]), int(kb[c + 1])
+            rows = exe_pt[k0:k1] - p0  # chunk-local execution points
+            x = xbuf[: p1 - p0]
+            x[0::2] = open_[d0:d1]
+            x[1::2] = close[d0:d1]
 
-        nan_raw = None
-        if N:
-            lo = x.min()
-            if np.isnan(lo):
-                nanx = np.isnan(x)
-                nan_raw = nanx[rows]
-                _fill_chunk(x, nanx, carry)
+            # Prices: NaN detection and positivity in one reduction (infinities are caught below).
+            nan_raw = None
+            if N:
                 lo = x.min()
-            else:
-                carry[:] = x[-1]
-            if lo <= 0.0 or x.max() == np.inf:
-                raise ValueError("prices must be finite and > 0 where present (NaN = no bar)")
+                if np.isnan(lo):
+                    nanx = np.isnan(x)
+                    nan_raw = nanx[rows]
+                    lo = np.fmin.reduce(x, axis=None)  # NaN-ignoring (NaN if all missing)
+                    _fill_chunk(x, nanx, carry)
+                else:
+                    carry[:] = x[-1]
+                if lo < _TINY:  # also catches 0, negatives and subnormals
+                    raise ValueError("prices must be finite and > 0 where present (NaN = no bar)")
 
-        # Executions of this chunk: target weights and shares, before anything is valued with them.
-        if k1 > k0:
-            W = targets[dec[k0:k1]]
-            skip = np.isnan(W)
-            if nan_raw is not None:
-                skip |= nan_raw  # no price at the execution point: cannot trade, target 0
-            np.copyto(W, 0.0, where=skip)
-            sw = W.sum(axis=1)
-            if not np.isfinite(sw).all():
-                raise ValueError("targets must be finite (NaN = 0)")
-            px = x[rows]
-            np.divide(W, px, out=qbuf[1 : 1 + k1 - k0])
-            cash[k0:k1] = 1.0 - sw
-            wpos[k0:k1] = np.maximum(W, 0.0).sum(axis=1)
-            wneg[k0:k1] = sw - wpos[k0:k1]
+            # Executions of this chunk: target weights and shares, before anything is valued with them.
+            if k1 > k0:
+                W = targets[dec[k0:k1]]
+                px = x[rows]
+                if nan_raw is not None and nan_raw.any():
+                    np.putmask(W, nan_raw, 0.0)  # no price at the execution point: cannot trade
+                w_long = np.fmax(W, 0.0)  # NaN -> 0 in both legs
+                w_short = np.fmin(W, 0.0)
+                np.add(w_long, w_short, out=W)
+                wpos[k0:k1] = w_long.sum(axis=1)
+                wneg[k0:k1] = w_short.sum(axis=1)
+                sw = wpos[k0:k1] + wneg[k0:k1]
+                if not np.isfinite(sw).all():
+                    raise ValueError("targets must be finite (NaN = 0)")
+                np.divide(W, px, out=qbuf[1 : 1 + k1 - k0])
+                cash[k0:k1] = 1.0 - sw
 
-        # Value every position at every point of the chunk under the incoming regime.
-        g = gbuf[: p1 - p0]
-        np.take(qbuf, pre[p0:p1] - (k0 - 1), axis=0, out=g, mode="clip")
-        g *= x
-        tc = g.sum(axis=1)
-        tot[p0:p1] = tc
-        inv_b = 1.0 / (cash[pre[p0:p1]] + tc)
-        np.multiply(g[1::2], inv_b[1::2, None], out=weights[d0:d1])
+            # Value every position at every point of the chunk under the incoming regime.
+            g = gbuf[: p1 - p0]
+            np.take(qbuf, pre[p0:p1] - (k0 - 1), axis=0, out=g, mode="clip")
+            g *= x
+            tc = g.sum(axis=1)
+            tot[p0:p1] = tc
+            inv_b = 1.0 / (cash[pre[p0:p1]] + tc)
+            np.multiply(g[1::2], inv_b[1::2, None], out=weights[d0:d1])
 
-        if k1 > k0:
-            dW = g[rows]
-            dW *= inv_b[rows, None]
-            np.subtract(W, dW, out=dW)  # target - drifted weights just before the trade
-            adw = np.abs(dW)
-            turn_k[k0:k1] = adw.sum(axis=1)
-            hit = adw > TRADE_EPS
-            m = int(np.count_nonzero(hit))
-            if m == hit.size:  # every symbol trades: no index search needed
+            if k1 > k0:
+                dW = g[rows]
+                dW *= inv_b[rows, None]
+                np.subtract(W, dW, out=dW)  # target - drifted weights just before the trade
+                adw = np.abs(dW)
+                turn_k[k0:k1] = adw.sum(axis=1)
+                hit = adw > TRADE_EPS
+                m = int(np.count_nonzero(hit))
                 sl = slice(n_tr, n_tr + m)
-                t_day[sl].reshape(k1 - k0, N)[:] = exe_day[k0:k1, None]
-                t_sym[sl].reshape(k1 - k0, N)[:] = sym_ids
-                t_dw[sl] = dW.ravel()
-                t_px[sl] = px.ravel()
-                np.multiply(adw.ravel(), rate, out=t_cost[sl])
-            elif m:
-                flat = np.flatnonzero(hit)
-                kk, sym = np.divmod(flat, N)
-                sl = slice(n_tr, n_tr + m)
-                t_day[sl] = exe_day[k0 + kk]
-                t_sym[sl] = sym
-                t_dw[sl] = dW.ravel()[flat]
-                t_px[sl] = px.ravel()[flat]
-                np.multiply(adw.ravel()[flat], rate, out=t_cost[sl])
-            n_tr += m
-            if at_close:
-                weights[exe_day[k0:k1]] = W
-            qbuf[0] = qbuf[k1 - k0]
+                if m == hit.size:  # every symbol trades: no index search needed
+                    t_day[sl].reshape(k1 - k0, N)[:] = exe_day[k0:k1, None]
+                    t_sym[sl].reshape(k1 - k0, N)[:] = sym_ids
+                    t_dw[sl] = dW.ravel()
+                    t_px[sl] = px.ravel()
+                    np.multiply(adw.ravel(), rate, out=t_cost[sl])
+                elif m:
+                    flat = np.flatnonzero(hit)
+                    per_exec = np.count_nonzero(hit, axis=1)
+                    t_day[sl] = np.repeat(exe_day[k0:k1], per_exec)
+                    np.subtract(flat, np.repeat(np.arange(0, (k1 - k0) * N, N), per_exec), out=t_sym[sl])
+                    t_dw[sl] = dW.ravel()[flat]
+                    t_px[sl] = px.ravel()[flat]
+                    np.multiply(adw.ravel()[flat], rate, out=t_cost[sl])
+                n_tr += m
+                if at_close:
+                    weights[exe_day[k0:k1]] = W
+                qbuf[0] = qbuf[k1 - k0]
 
-        np.maximum(g, 0.0, out=g)
-        lpre[p0:p1] = g.sum(axis=1)  # exactly tc for a long-only book
+            np.maximum(g, 0.0, out=g)
+            lpre[p0:p1] = g.sum(axis=1)  # exactly tc for a long-only book
 
+    if not np.isfinite(tot).all():  # an infinite price (0 * inf = NaN) or an overflow
+        raise ValueError("prices must be finite and > 0 where present (NaN = no bar)")
     spre = tot - lpre
     A = cash[pre] + tot  # pre-trade portfolio value relative to the last execution
     # Post-trade values: at an execution point the book is reset to W with value 1.
@@ -314,16 +329,17 @@ def run_backtest(
 
     turnover = np.zeros(T)
     turnover[exe_day] = turn_k
-    keep_frac = np.ones(T)
-    keep_frac[exe_day] = 1.0 - turn_k * rate
-    net = (1.0 + gross) * keep_frac - 1.0
+    cost_frac = np.zeros(T)
+    cost_frac[exe_day] = turn_k * rate
+    cost = (1.0 + gross) * cost_frac  # exactly 0 on days without an execution
+    net = gross - cost
 
     def _used(a: np.ndarray) -> np.ndarray:  # drop the unused capacity (copy when mostly unused)
         return a[:n_tr].copy() if 2 * n_tr < cap else a[:n_tr]
 
     return BacktestResult(
         gross=gross,
-        cost=gross - net,
+        cost=cost,
         net=net,
         long_ret=long_ret,
         short_ret=short_ret,

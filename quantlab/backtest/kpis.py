@@ -46,7 +46,8 @@ def asof_kpis(returns: pl.DataFrame, start: dt.date, end: dt.date) -> pl.DataFra
     if not strategies:
         return pl.DataFrame()
     out = metrics.asof_kpis(net, turnover, KPI_WINDOWS)
-    keep = np.array([start <= d <= end for d in dates])
+    day = np.array(dates, dtype="datetime64[D]")
+    keep = (day >= np.datetime64(start)) & (day <= np.datetime64(end))
     frames = []
     for window in KPI_WINDOWS:
         cols = {m: out[f"{m}_{window}"][keep] for m in (*KPI_METRICS, "psr")}
@@ -54,14 +55,14 @@ def asof_kpis(returns: pl.DataFrame, start: dt.date, end: dt.date) -> pl.DataFra
         n_days, n_strat = cols["sharpe"].shape
         frame = pl.DataFrame(
             {
-                "date": np.repeat(np.array(dates)[keep], n_strat),
+                "date": np.repeat(day[keep], n_strat),
                 "strategy": np.tile(np.array(strategies), n_days),
                 "window": window,
                 **{k: v.reshape(-1) for k, v in cols.items()},
             }
         )
         frames.append(frame)
-    df = pl.concat(frames)
+    df = pl.concat(frames).with_columns(pl.col("date").cast(pl.Date))
     in_history = pl.col("sample_days").fill_nan(0).fill_null(0) > 0
     return (
         df.filter(in_history)

@@ -65,8 +65,8 @@ def backtest_strategy(
         slippage_bps=spec.costs.slippage_bps,
     )
     res = run_backtest(open_, close, weights, rebalance, cfg)
-    day = np.array(dates)
-    keep = (day >= max(start, inception + dt.timedelta(days=1))) & (day <= end)
+    day = np.array(dates, dtype="datetime64[D]")
+    keep = (day >= np.datetime64(max(start, inception + dt.timedelta(days=1)))) & (day <= np.datetime64(end))
     returns = pl.DataFrame(
         {
             "date": day[keep],
@@ -79,21 +79,20 @@ def backtest_strategy(
             "turnover": res.turnover[keep],
             "gross_exposure": res.gross_exposure[keep],
             "net_exposure": res.net_exposure[keep],
-        },
-        schema_overrides={"date": pl.Date},
-    )
-    tday = day[res.trade_day] if len(res.trade_day) else np.array([], dtype=object)
-    tkeep = (tday >= start) & (tday <= end) if len(tday) else np.array([], dtype=bool)
+        }
+    ).with_columns(pl.col("date").cast(pl.Date))
+    tday = day[res.trade_day]
+    tkeep = (tday >= np.datetime64(start)) & (tday <= np.datetime64(end))
     trades = pl.DataFrame(
         {
             "date": tday[tkeep],
             "strategy": spec.id,
-            "symbol": np.array(symbols, dtype=object)[res.trade_symbol[tkeep]] if len(tday) else [],
-            "side": np.where(res.trade_dw[tkeep] > 0, "buy", "sell") if len(tday) else [],
+            "symbol": np.array(symbols, dtype=str)[res.trade_symbol[tkeep]],
+            "side": np.where(res.trade_dw[tkeep] > 0, "buy", "sell"),
             "weight_change": res.trade_dw[tkeep],
             "price": res.trade_price[tkeep],
             "cost": res.trade_cost[tkeep],
         },
-        schema_overrides={"date": pl.Date, "symbol": pl.String, "side": pl.String},
-    )
+        schema_overrides={"symbol": pl.String, "side": pl.String},
+    ).with_columns(pl.col("date").cast(pl.Date))
     return returns, trades

@@ -3,7 +3,8 @@
 Rules, with the severity the gate gives them:
 - `duplicates` (blocking): more than one bar for a (symbol, date).
 - `non_positive_price` (blocking): an open/high/low/close that is missing, NaN or <= 0.
-- `ohlc_consistency` (blocking): high < max(open, close), low > min(open, close) or high < low.
+- `ohlc_consistency` (blocking): high < max(open, close), low > min(open, close) or high < low (beyond a
+  relative rounding tolerance of 1e-9: adjusted prices are products of rounded numbers).
 - `missing_session` (blocking): a symbol listed before a session (first bar on or before it) has no bar
   on that NYSE session; this is also how a source that stopped updating is caught.
 - `non_positive_volume` (warn): volume missing or <= 0.
@@ -24,6 +25,7 @@ RULES: dict[str, str] = {
 }
 
 _PRICES = ["open", "high", "low", "close"]
+REL_TOL = 1e-9
 
 
 def _issues(df: pl.DataFrame, rule: str, detail: pl.Expr) -> pl.DataFrame:
@@ -56,7 +58,8 @@ def quality_issues(
     )
 
     hi, lo = pl.max_horizontal("open", "close"), pl.min_horizontal("open", "close")
-    ohlc_bad = (pl.col("high") < hi) | (pl.col("low") > lo) | (pl.col("high") < pl.col("low"))
+    tol = 1.0 + REL_TOL  # adjusted prices are products of two rounded numbers: allow a rounding error
+    ohlc_bad = (pl.col("high") * tol < hi) | (pl.col("low") > lo * tol) | (pl.col("high") * tol < pl.col("low"))
     ohlc = _issues(
         bars.filter(~bad_price & ohlc_bad),
         "ohlc_consistency",

@@ -12,7 +12,9 @@ Conventions (the contract every feature here honours):
 * ``lookback`` counts the rows a value needs including the current one (a 1-day return needs 2). A value is
   null while the symbol has fewer than ``lookback`` rows, whatever the expression would give.
 * Null policy: null during warm-up, when an input inside the window is null, and wherever the arithmetic gives
-  NaN or +-inf (division by zero: flat prices, zero volume, zero close). All feature columns are Float64.
+  NaN or +-inf (division by zero: flat prices, zero volume, zero close). Dispersion-type denominators (std,
+  mean absolute return, universe variance) below 1e-12 of their natural scale also count as zero, because
+  incremental rolling sums over a flat window leave ~1e-18 residues. All feature columns are Float64.
 * Prices are the adjusted columns. Every price feature is invariant to scaling a symbol's whole price history
   by a constant, so re-adjusting history for a later split or dividend does not change past values.
 * ``kind="cross_sectional"`` marks features whose value also depends on the other symbols present on the same
@@ -49,6 +51,7 @@ OHLCV_COLUMNS: tuple[str, ...] = (
     "symbol", "date", "open", "high", "low", "close", "close_raw", "adj_factor", "volume",
 )
 ANNUALIZATION = math.sqrt(252.0)
+_EPS = 1e-12  # relative size below which a denominator (dispersion, mean absolute return) counts as zero
 _EPOCH = dt.date(1970, 1, 1)
 
 
@@ -72,33 +75,39 @@ _C, _O, _H, _L = pl.col("close"), pl.col("open"), pl.col("high"), pl.col("low")
 _N = pl.col("_n")  # 0-based row number within the symbol
 _PC = pl.col("_pc")  # previous close of the symbol
 _R = pl.col("_r")  # daily simple return close / previous close - 1 (null if not finite)
-_V = pl.col("_v")  # volume as Float64
-_TR = pl.col("_tr")  # true range
-_GAIN, _LOSS = pl.col("_gain"), pl.col("_loss")  # positive part of the return, of minus the return
-_UM = pl.col("_um")  # equal-weight universe return of the date, null where the symbol has no return
-_RU, _UU = pl.col("_ru"), pl.col("_uu")  # _r * _um, _um * _um
+
+
+def _sym(e: pl.Expr) -> pl.Expr:
+    return e.over(_SID)
 
 
 def _finite(e: pl.Expr) -> pl.Expr:
     return pl.when(e.is_finite()).then(e)
 
 
-# name -> (stage, expression, helper columns it reads). Stages run in order, each in one with_columns.
+def _div(num: pl.Expr, den: pl.Expr, scale: pl.Expr | float = 1.0) -> pl.Expr:
+    """num / den, null where |den| <= _EPS * |scale|: a flat window can leave a ~1e-18 residue instead of an
+    exact 0 in an incrementally updated rolling sum, and dividing by it would give garbage, not null."""
+    tol = _EPS * (scale.abs() if isinstance(scale, pl.Expr) else abs(scale))
+    return pl.when(den.abs() > tol).then(num / den)
+
+
+# Intermediate columns: name -> (stage, expression, intermediates it reads). Each stage is one with_columns
+# (its expressions run in parallel); anything a feature reads more than once is materialized here, because
+# eager polars would otherwise evaluate a repeated window expression once per occurrence.
 _HELPERS: dict[str, tuple[int, Callable[[], pl.Expr], tuple[str, ...]]] = {
     "_r": (1, lambda: _finite(_C / _PC - 1), ()),
-    "_v": (1, lambda: pl.col("volume").cast(pl.Float64), ()),
-    "_tr": (1, lambda: pl.when(_PC.is_not_null()).then(
+    "_tr": (1, lambda: pl.when(_PC.is_not_null()).then(  # true range
         pl.max_horizontal(_H, _PC) - pl.min_horizontal(_L, _PC)), ()),
-    "_gain": (2, lambda: _R.clip(lower_bound=0.0), ("_r",)),
-    "_loss": (2, lambda: (-_R).clip(lower_bound=0.0), ("_r",)),
+    "_sma20": (1, lambda: _sym(_C.rolling_mean(20)), ()),
+    "_sd20": (1, lambda: _sym(_C.rolling_std(20, ddof=1)), ()),
+    "_absr14": (2, lambda: _sym(_R.abs().rolling_mean(14)), ("_r",)),  # mean |return|, 14 days
+    # equal-weight universe return of the date, kept only where the symbol itself has a return
     "_um": (2, lambda: pl.when(_R.is_not_null()).then(_R.mean().over(_DAY)), ("_r",)),
-    "_ru": (3, lambda: _R * _UM, ("_r", "_um")),
-    "_uu": (3, lambda: _UM * _UM, ("_um",)),
+    "_mu60": (3, lambda: _sym(pl.col("_um").rolling_mean(60)), ("_um",)),
+    "_muu60": (3, lambda: _sym((pl.col("_um") ** 2).rolling_mean(60)), ("_um",)),
+    "_mru60": (3, lambda: _sym((_R * pl.col("_um")).rolling_mean(60)), ("_r", "_um")),
 }
-
-
-def _sym(e: pl.Expr) -> pl.Expr:
-    return e.over(_SID)
 
 
 def _ret(n: int) -> pl.Expr:
@@ -109,24 +118,25 @@ def _vol(n: int) -> pl.Expr:
     return _sym(_R.rolling_std(n, ddof=1)) * ANNUALIZATION
 
 
-def _ma_gap(n: int) -> pl.Expr:
-    return _C / _sym(_C.rolling_mean(n)) - 1
+def _rsi14() -> pl.Expr:
+    # mean gain / (mean gain + mean loss), with gain + loss = |r| and gain - loss = r
+    return (50.0 * (1.0 + _div(_sym(_R.rolling_mean(14)), pl.col("_absr14")))).clip(0.0, 100.0)
 
 
-def _rsi(n: int) -> pl.Expr:
-    gain, loss = _sym(_GAIN.rolling_mean(n)), _sym(_LOSS.rolling_mean(n))
-    return 100.0 * gain / (gain + loss)
+def _zscore20() -> pl.Expr:
+    sma = pl.col("_sma20")
+    return _div(_C - sma, pl.col("_sd20"), sma)
 
 
-def _zscore(n: int) -> pl.Expr:
-    return (_C - _sym(_C.rolling_mean(n))) / _sym(_C.rolling_std(n, ddof=1))
+def _beta60() -> pl.Expr:
+    mu, muu = pl.col("_mu60"), pl.col("_muu60")
+    cov = pl.col("_mru60") - _sym(_R.rolling_mean(60)) * mu
+    return _div(cov, muu - mu**2, muu)  # the 1/(n-1) factors of cov and var cancel
 
 
-def _beta(n: int) -> pl.Expr:
-    def m(e: pl.Expr) -> pl.Expr:
-        return _sym(e.rolling_mean(n))
-
-    return (m(_RU) - m(_R) * m(_UM)) / (m(_UU) - m(_UM) ** 2)
+def _volume_ratio20() -> pl.Expr:
+    vol = pl.col("volume").cast(pl.Float64)
+    return vol / _sym(vol.shift(1).rolling_mean(20))
 
 
 def _xs_rank(src: str) -> pl.Expr:
@@ -136,7 +146,8 @@ def _xs_rank(src: str) -> pl.Expr:
 
 def _xs_z(src: str) -> pl.Expr:
     x = pl.col(src)
-    return (x - x.mean().over(_DAY)) / x.std(ddof=1).over(_DAY)
+    mean = x.mean().over(_DAY)
+    return _div(x - mean, x.std(ddof=1).over(_DAY), mean)
 
 
 @dataclass(frozen=True)
@@ -172,16 +183,17 @@ _IMPLS: tuple[_Impl, ...] = (
         lambda: _vol(60), ("_r",)),
     _ts("rsi_14", 15, "RSI in [0, 100] over a fixed window of the last 14 daily returns: 100 * mean gain / "
         "(mean gain + mean loss) with simple averages (not Wilder's recursive smoothing, so it depends only "
-        "on the window); null if all 14 returns are zero", lambda: _rsi(14), ("_gain", "_loss")),
+        "on the window); null if all 14 returns are zero", _rsi14, ("_r", "_absr14")),
     _ts("atr_14", 15, "mean true range (max(high, prev close) - min(low, prev close)) of the last 14 days "
-        "divided by close", lambda: _sym(_TR.rolling_mean(14)) / _C, ("_tr",)),
-    _ts("ma_gap_20", 20, "close / 20-day simple moving average of close - 1", lambda: _ma_gap(20)),
-    _ts("ma_gap_50", 50, "close / 50-day simple moving average of close - 1", lambda: _ma_gap(50)),
+        "divided by close", lambda: _sym(pl.col("_tr").rolling_mean(14)) / _C, ("_tr",)),
+    _ts("ma_gap_20", 20, "close / 20-day simple moving average of close - 1",
+        lambda: _C / pl.col("_sma20") - 1, ("_sma20",)),
+    _ts("ma_gap_50", 50, "close / 50-day simple moving average of close - 1",
+        lambda: _C / _sym(_C.rolling_mean(50)) - 1),
     _ts("zscore_20", 20, "(close - 20-day mean of close) / 20-day sample std of close (ddof=1), "
-        "today included", lambda: _zscore(20)),
+        "today included; null if the window is flat", _zscore20, ("_sma20", "_sd20")),
     _ts("volume_ratio_20", 21, "volume / mean volume of the previous 20 days (today excluded, so a spike is "
-        "measured against an uncontaminated baseline)", lambda: _V / _sym(_V.shift(1).rolling_mean(20)),
-        ("_v",)),
+        "measured against an uncontaminated baseline)", _volume_ratio20),
     _ts("gap_1", 2, "open / previous close - 1", lambda: _O / _PC - 1),
     _ts("range_1", 1, "(high - low) / close", lambda: (_H - _L) / _C),
     _xs("xs_rank_mom_20", 21, "percentile rank of mom_20 among symbols with a value that date, "
@@ -191,7 +203,7 @@ _IMPLS: tuple[_Impl, ...] = (
         "than 2 symbols or zero dispersion", lambda: _xs_z("mom_20"), ("mom_20",)),
     _ts("beta_60", 61, "beta of the last 60 daily returns to the equal-weight universe return of the same "
         "dates (mean return of the symbols in the frame with a return that date): rolling cov / var",
-        lambda: _beta(60), ("_r", "_um", "_ru", "_uu"), kind="cross_sectional"),
+        _beta60, ("_r", "_mu60", "_muu60", "_mru60"), kind="cross_sectional"),
 )
 _IMPL: dict[str, _Impl] = {i.defn.name: i for i in _IMPLS}
 
@@ -255,7 +267,7 @@ def _prepare(ohlcv: pl.DataFrame, value_cols: Sequence[str]) -> _Panel:
     values = ohlcv.select(pl.col(c).cast(pl.Int64 if c == "volume" else pl.Float64) for c in value_cols)
     syms = symbol.unique().sort()
     if ohlcv.height == 0:
-        empty = values.with_columns(pl.Series(_SID, [], pl.UInt32), pl.Series("_di", [], pl.Int32))
+        empty = values.with_columns(pl.Series(_SID, [], pl.UInt32), pl.Series(_DAY, [], pl.Int32))
         return _Panel(empty, syms, 0, None)
     code = symbol.cast(pl.Enum(syms)).to_physical().to_numpy().astype(_small_uint(len(syms)))
     day = date.cast(pl.Int32).to_numpy()
@@ -272,11 +284,12 @@ def _prepare(ohlcv: pl.DataFrame, value_cols: Sequence[str]) -> _Panel:
         code, day, values = code[perm], day[perm], values[perm]
         bad = np.flatnonzero(~strictly_ordered(code, day))
         if bad.size:
-            rows = [(syms[int(code[i])], _EPOCH + dt.timedelta(days=int(day[i]) + first_day)) for i in bad[:5]]
+            rows = [(syms[int(code[i])], _EPOCH + dt.timedelta(days=first_day + int(day[i])))
+                    for i in bad[:5]]
             raise ValueError(f"ohlcv has duplicate (symbol, date) rows, e.g. {rows}")
     back = np.argsort(day, kind="stable") if len(syms) > 1 else None
     frame = values.with_columns(
-        pl.Series(_SID, code.astype(np.uint32)).set_sorted(), pl.Series("_di", day.astype(np.int32))
+        pl.Series(_SID, code.astype(np.uint32)).set_sorted(), pl.Series(_DAY, day.astype(np.int32))
     )
     return _Panel(frame, syms, first_day, back)
 
@@ -298,7 +311,8 @@ def _needed(names: tuple[str, ...]) -> tuple[list[str], list[str], list[str]]:
 
 def _clean(name: str) -> pl.Expr:
     col = pl.col(name)
-    return pl.when((_N + 1 >= FEATURES[name].lookback) & col.is_finite()).then(col).alias(name)
+    warm = _N >= FEATURES[name].lookback - 1  # noqa: SIM300
+    return pl.when(warm & col.is_finite()).then(col).alias(name)
 
 
 def compute_features(ohlcv: pl.DataFrame, names: Sequence[str] = FEATURE_NAMES) -> pl.DataFrame:
@@ -320,12 +334,12 @@ def compute_features(ohlcv: pl.DataFrame, names: Sequence[str] = FEATURE_NAMES) 
     if ts:
         df = df.with_columns(*[_IMPL[n].expr().cast(pl.Float64).alias(n) for n in ts])
         df = df.with_columns(*[_clean(n) for n in ts])
-    # back to (date, symbol) order; cross-sectional stage there so `.over("_di")` windows are slices
-    df = df.select(_SID, "_di", "_n", *ts)
+    # back to (date, symbol) order; cross-sectional stage there so `.over(_DAY)` windows are slices
+    df = df.select(_SID, _DAY, "_n", *ts)
     if panel.back is not None:
         df = df[panel.back]
     if xs:
-        df = df.with_columns(pl.col("_di").set_sorted())
+        df = df.with_columns(pl.col(_DAY).set_sorted())
         df = df.with_columns(*[_IMPL[n].expr().cast(pl.Float64).alias(n) for n in xs])
         df = df.with_columns(*[_clean(n) for n in xs])
-    return pl.DataFrame([*panel.keys(df.get_column(_SID), df.get_column("_di")), *df.select(names)])
+    return pl.DataFrame([*panel.keys(df.get_column(_SID), df.get_column(_DAY)), *df.select(names)])

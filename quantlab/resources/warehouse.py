@@ -119,7 +119,8 @@ class Warehouse(DuckDBResource):
             else:
                 clauses.append(f'"{key}" = ?')
                 params.append(value)
-        sql = f"SELECT {', '.join(f'"{c}"' for c in cols)} FROM {table}"
+        select = ", ".join(f'"{c}"' for c in cols)
+        sql = f"SELECT {select} FROM {table}"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         return self.read(sql, params)

@@ -106,10 +106,11 @@ def _eval_gate(gate: Gate, env: Mapping[str, np.ndarray], policy: str, n: int) -
     return passed, missing, texts
 
 
-def _fmt(values: Mapping[str, np.ndarray], names: frozenset[str], i: int) -> dict[str, float | None]:
+def _fmt(values: Mapping[str, np.ndarray], names: frozenset[str], i: int, n: int) -> dict[str, float | None]:
+    """The metric values strategy i saw (None = missing), for the rule details."""
     out = {}
     for name in sorted(names):
-        v = float(np.broadcast_to(values[name], (i + 1,))[i]) if np.ndim(values[name]) else float(values[name])
+        v = float(np.broadcast_to(values[name], (n,))[i])
         out[name] = None if np.isnan(v) else round(v, 6)
     return out
 
@@ -162,7 +163,7 @@ def decide(snap: Snapshot) -> Plan:  # noqa: C901 - the decision order reads bes
         missing_any[idx] = missing[idx]
         for i in np.flatnonzero(idx):
             sid = snap.strategies[i]
-            values = _fmt(env, gate.names, i)
+            values = _fmt(env, gate.names, i, n)
             if not enough[i] or pending[i]:
                 rows.append(RuleRow(sid, f"gates_{stage}", "gates", "skip", stage, "not_evaluated",
                                     "gates not evaluated (sample or stage warm-up)", {"metrics": values}))

@@ -23,7 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from quantlab.backtest.kpis import KPI_METRICS, KPI_WINDOWS
 from quantlab.config import ConfigError, Strict, load_yaml_model
-from quantlab.expressions import Expr, Gate, parse, parse_gate
+from quantlab.expressions import Expr, ExpressionError, Gate, parse, parse_gate
 from quantlab.strategy_lab.spec import ID_PATTERN, StrategySpec
 
 STAGES = ("backtest", "paper", "live", "inactive")
@@ -164,7 +164,10 @@ class WorldSpec(Strict):
     @cached_property
     def gates(self) -> dict[str, Gate]:
         """Gate per stage; `live` falls back to `backtest`, `inactive` uses `backtest`."""
-        parsed = {stage: parse_gate(p.gates, names=self.metric_names) for stage, p in self.stages.items()}
+        parsed = {
+            stage: parse_gate(p.gates, names=self.metric_names, path=f"stages.{stage}.gates")
+            for stage, p in self.stages.items()
+        }
         parsed.setdefault("live", parsed["backtest"])
         parsed["inactive"] = parsed["backtest"]
         return parsed
@@ -200,11 +203,11 @@ class WorldSpec(Strict):
 
 
 def _check(world: WorldSpec, strategies: dict[str, StrategySpec]) -> None:
-    for stage, profile in world.stages.items():
-        try:
-            parse_gate(profile.gates, names=world.metric_names)
-        except ValueError as exc:
-            raise ValueError(f"stages.{stage}.gates: {exc}") from None
+    try:
+        world.gates  # noqa: B018 - parse at load; errors carry their path
+    except ExpressionError as exc:
+        raise ValueError(str(exc) if exc.path else f"stages: {exc}") from None
+    for profile in world.stages.values():
         days(profile.min_days)
     try:
         world.score_expr  # noqa: B018 - parse at load
