@@ -10,6 +10,7 @@ from quantlab.assets.features import features, labels
 from quantlab.assets.strategy_lab import targets
 from quantlab.assets.supervisor import approvals
 from quantlab.assets.world import world_assets
+from quantlab.jobs import HistoryWindow, history_job
 from quantlab.partitions import TRADING_DAYS
 from quantlab.project import load_project
 from quantlab.resources import MarketData, Warehouse
@@ -29,13 +30,17 @@ def build_definitions() -> dg.Definitions:
     )
     return dg.Definitions(
         assets=assets,
-        jobs=[chain],
+        jobs=[chain, history_job(project)],
         schedules=[
             dg.build_schedule_from_partitioned_job(
                 chain, hour_of_day=22, minute_of_hour=30, description="The daily chain after the NYSE close."
             )
         ],
-        resources={"warehouse": Warehouse(), "market_data": MarketData()},
+        resources={
+            "warehouse": Warehouse(),
+            "market_data": MarketData(),
+            "history_window": HistoryWindow.configure_at_launch(),
+        },
         executor=dg.in_process_executor,
     )
 

@@ -1,10 +1,11 @@
 """`strategy_returns` (+ `trades`) and `kpis`: the backtester on each strategy's targets."""
 
+import datetime as dt
 
 import dagster as dg
 import polars as pl
 
-from quantlab.assets.common import POOL, SINGLE_RUN, md_table, write
+from quantlab.assets.common import POOL, SINGLE_RUN, StageRun, md_table, write
 from quantlab.backtest.kpis import asof_kpis
 from quantlab.backtest.run import backtest_strategy, warmup_start
 from quantlab.partitions import TRADING_DAYS, partition_dates
@@ -12,18 +13,7 @@ from quantlab.project import load_project
 from quantlab.resources import Warehouse
 
 
-@dg.asset(
-    partitions_def=TRADING_DAYS,
-    backfill_policy=SINGLE_RUN,
-    pool=POOL,
-    group_name="backtest",
-    deps=["targets", "ohlcv"],
-    kinds={"duckdb", "numpy"},
-    description="Daily gross/cost/net returns, legs, turnover and exposure per strategy (next-bar execution); "
-    "also writes `trades`.",
-)
-def strategy_returns(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-    start, end = partition_dates(context)
+def run_strategy_returns(warehouse: Warehouse, start: dt.date, end: dt.date) -> StageRun:
     specs = load_project().strategies
     inception = dict(
         warehouse.read(
@@ -34,12 +24,16 @@ def strategy_returns(context: dg.AssetExecutionContext, warehouse: Warehouse) ->
     for sid, spec in specs.items():
         lo = warmup_start(start, spec)
         bars = warehouse.read_table("ohlcv", lo, end, columns=["symbol", "date", "open", "close"])
-        tgt = warehouse.read_table("targets", lo, end, where={"strategy": sid}, columns=["date", "symbol", "weight"])
+        tgt = warehouse.read_table(
+            "targets", lo, end, where={"strategy": sid}, columns=["date", "symbol", "weight"]
+        )
         r, t = backtest_strategy(bars, tgt, spec, start, end, inception.get(sid))
         rets.append(r)
         trades.append(t)
     returns = pl.concat([r for r in rets if r.height]) if any(r.height for r in rets) else pl.DataFrame()
-    trade_rows = pl.concat([t for t in trades if t.height]) if any(t.height for t in trades) else pl.DataFrame()
+    trade_rows = (
+        pl.concat([t for t in trades if t.height]) if any(t.height for t in trades) else pl.DataFrame()
+    )
     n = write(warehouse, "strategy_returns", returns, start, end)
     write(warehouse, "trades", trade_rows, start, end)
     summary = (
@@ -54,9 +48,45 @@ def strategy_returns(context: dg.AssetExecutionContext, warehouse: Warehouse) ->
         if n
         else pl.DataFrame()
     )
-    return dg.MaterializeResult(
+    return StageRun(
         metadata={"rows": n, "trades": trade_rows.height, "summary": dg.MetadataValue.md(md_table(summary))}
     )
+
+
+@dg.asset(
+    partitions_def=TRADING_DAYS,
+    backfill_policy=SINGLE_RUN,
+    pool=POOL,
+    group_name="backtest",
+    deps=["targets", "ohlcv"],
+    kinds={"duckdb", "numpy"},
+    description="Daily gross/cost/net returns, legs, turnover and exposure per strategy (next-bar execution); "
+    "also writes `trades`.",
+)
+def strategy_returns(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    return run_strategy_returns(warehouse, *partition_dates(context)).result()
+
+
+def run_kpis(warehouse: Warehouse, start: dt.date, end: dt.date) -> StageRun:
+    history = warehouse.read_table(
+        "strategy_returns", end=end, columns=["date", "strategy", "net", "turnover"]
+    )
+    out = asof_kpis(history, start, end) if history.height else pl.DataFrame()
+    n = write(warehouse, "kpis", out, start, end)
+    meta: dict = {"rows": n}
+    if n:
+        last = out.filter((pl.col("date") == pl.col("date").max()) & (pl.col("window") == "full"))
+        meta["latest_full_window"] = dg.MetadataValue.md(
+            md_table(
+                last.select(
+                    "strategy", "sample_days", "sharpe", "annual_return", "max_dd", "hit_rate", "turnover"
+                )
+            )
+        )
+        for r in last.iter_rows(named=True):
+            if r["sharpe"] is not None:
+                meta[f"sharpe_full/{r['strategy']}"] = float(r["sharpe"])
+    return StageRun(metadata=meta)
 
 
 @dg.asset(
@@ -69,17 +99,4 @@ def strategy_returns(context: dg.AssetExecutionContext, warehouse: Warehouse) ->
     description="As-of KPIs per strategy and date over windows 20d/60d/126d/252d/full (conventions: quantlab.metrics).",
 )
 def kpis(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-    start, end = partition_dates(context)
-    history = warehouse.read_table("strategy_returns", end=end, columns=["date", "strategy", "net", "turnover"])
-    out = asof_kpis(history, start, end) if history.height else pl.DataFrame()
-    n = write(warehouse, "kpis", out, start, end)
-    meta: dict = {"rows": n}
-    if n:
-        last = out.filter((pl.col("date") == pl.col("date").max()) & (pl.col("window") == "full"))
-        meta["latest_full_window"] = dg.MetadataValue.md(
-            md_table(last.select("strategy", "sample_days", "sharpe", "annual_return", "max_dd", "hit_rate", "turnover"))
-        )
-        for r in last.iter_rows(named=True):
-            if r["sharpe"] is not None:
-                meta[f"sharpe_full/{r['strategy']}"] = float(r["sharpe"])
-    return dg.MaterializeResult(metadata=meta)
+    return run_kpis(warehouse, *partition_dates(context)).result()

@@ -1,8 +1,14 @@
-"""Helpers shared by the asset modules: schema-checked writes, markdown tables, the warehouse pool."""
+"""Helpers shared by the asset modules: stage runs, schema-checked writes, markdown tables, the pool.
 
+Each asset module has a `run_<stage>(warehouse, start, end, ...)` function doing the stage's work for a
+date range and returning a `StageRun`; the asset is a thin wrapper turning it into a `MaterializeResult`,
+and the `history` job (quantlab.jobs) calls the same functions as ops.
+"""
 
 import datetime as dt
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -11,6 +17,26 @@ from quantlab.resources.warehouse import SchemaViolation, Warehouse
 
 POOL = "warehouse"  # every step that opens the DuckDB file; dagster.yaml limits the pool to 1
 SINGLE_RUN = dg.BackfillPolicy.single_run()
+
+
+@dataclass
+class StageRun:
+    """What a stage run produced: materialization metadata and the check results it evaluated."""
+
+    metadata: dict[str, Any]
+    checks: list[dg.AssetCheckResult] = field(default_factory=list)
+
+    def result(self) -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata=self.metadata, check_results=self.checks or None)
+
+    @property
+    def blocking_failures(self) -> list[str]:
+        """Names of failed checks with ERROR severity (the blocking ones)."""
+        return [
+            c.check_name or ""
+            for c in self.checks
+            if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR
+        ]
 
 
 def md_table(df: pl.DataFrame, max_rows: int = 30) -> str:

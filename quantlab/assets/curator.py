@@ -1,12 +1,14 @@
 """`ohlcv`: daily bars from the configured source, gated by partition-aware quality checks."""
 
+import datetime as dt
 
 import dagster as dg
 import polars as pl
 
-from quantlab.assets.common import POOL, SINGLE_RUN, md_table, write
+from quantlab.assets.common import POOL, SINGLE_RUN, StageRun, md_table, write
 from quantlab.calendar import sessions
 from quantlab.curator.quality import RULES, quality_issues
+from quantlab.curator.sources import Source
 from quantlab.partitions import TRADING_DAYS, partition_dates
 from quantlab.resources import MarketData, Warehouse
 
@@ -22,22 +24,14 @@ QUALITY_CHECKS = [
 ]
 
 
-@dg.asset(
-    partitions_def=TRADING_DAYS,
-    backfill_policy=SINGLE_RUN,
-    pool=POOL,
-    group_name="curator",
-    check_specs=QUALITY_CHECKS,
-    kinds={"duckdb", "polars"},
-    description="Daily OHLCV (adjusted open/high/low/close, raw close, factor, volume) for each as-of date.",
-)
-def ohlcv(context: dg.AssetExecutionContext, warehouse: Warehouse, market_data: MarketData) -> dg.MaterializeResult:
-    start, end = partition_dates(context)
-    source = market_data.source()
+def run_ohlcv(warehouse: Warehouse, source: Source, start: dt.date, end: dt.date) -> StageRun:
+    """Load the source's bars for [start, end], run the quality rules, write `ohlcv` and `quality_issues`."""
     bars = source.bars(start, end)
     first_dates = dict(bars.group_by("symbol").agg(pl.col("date").min()).iter_rows())
     if warehouse.has_table("ohlcv"):
-        earlier = warehouse.read("SELECT symbol, min(date) FROM ohlcv WHERE date < ? GROUP BY symbol", [start])
+        earlier = warehouse.read(
+            "SELECT symbol, min(date) FROM ohlcv WHERE date < ? GROUP BY symbol", [start]
+        )
         first_dates.update(dict(earlier.iter_rows()))
     issues = quality_issues(bars, sessions(start, end), first_dates)
     n = write(warehouse, "ohlcv", bars, start, end)
@@ -49,15 +43,16 @@ def ohlcv(context: dg.AssetExecutionContext, warehouse: Warehouse, market_data: 
             dg.AssetCheckResult(
                 check_name=rule,
                 passed=failing.is_empty(),
-                severity=dg.AssetCheckSeverity.ERROR if severity == "blocking" else dg.AssetCheckSeverity.WARN,
+                severity=dg.AssetCheckSeverity.ERROR
+                if severity == "blocking"
+                else dg.AssetCheckSeverity.WARN,
                 metadata={
                     "failing_rows": failing.height,
                     "rows": dg.MetadataValue.md(md_table(failing.select("symbol", "bar_date", "detail"))),
                 },
             )
         )
-    context.log.info("ohlcv %s..%s from '%s': %d bars, %d quality issues", start, end, source.name, n, issues.height)
-    return dg.MaterializeResult(
+    return StageRun(
         metadata={
             "dataset": source.name,
             "rows": n,
@@ -67,5 +62,20 @@ def ohlcv(context: dg.AssetExecutionContext, warehouse: Warehouse, market_data: 
             "quality_issues": issues.height,
             "preview": dg.MetadataValue.md(md_table(bars.tail(10))),
         },
-        check_results=results,
+        checks=results,
     )
+
+
+@dg.asset(
+    partitions_def=TRADING_DAYS,
+    backfill_policy=SINGLE_RUN,
+    pool=POOL,
+    group_name="curator",
+    check_specs=QUALITY_CHECKS,
+    kinds={"duckdb", "polars"},
+    description="Daily OHLCV (adjusted open/high/low/close, raw close, factor, volume) for each as-of date.",
+)
+def ohlcv(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, market_data: MarketData
+) -> dg.MaterializeResult:
+    return run_ohlcv(warehouse, market_data.source(), *partition_dates(context)).result()

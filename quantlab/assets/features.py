@@ -1,15 +1,42 @@
 """`features` and `labels`: the feature store, computed from `ohlcv` with a warm-up window."""
 
+import datetime as dt
 
 import dagster as dg
 import polars as pl
 
-from quantlab.assets.common import POOL, SINGLE_RUN, md_table, write
+from quantlab.assets.common import POOL, SINGLE_RUN, StageRun, md_table, write
 from quantlab.calendar import shift_sessions
 from quantlab.features.labels import MAX_HORIZON, compute_labels
 from quantlab.features.library import FEATURE_NAMES, MAX_LOOKBACK, compute_features, feature_set_version
 from quantlab.partitions import TRADING_DAYS, partition_dates
 from quantlab.resources import Warehouse
+
+
+def run_features(warehouse: Warehouse, start: dt.date, end: dt.date) -> StageRun:
+    bars = warehouse.read_table("ohlcv", shift_sessions(start, -(MAX_LOOKBACK + 1)), end)
+    version = feature_set_version()
+    out = (
+        compute_features(bars)
+        .filter(pl.col("date").is_between(start, end))
+        .with_columns(feature_set=pl.lit(version))
+    )
+    n = write(warehouse, "features", out, start, end)
+    coverage = (
+        out.select([pl.col(f).is_not_null().mean().alias(f) for f in FEATURE_NAMES]) if n else pl.DataFrame()
+    )
+    return StageRun(
+        metadata={
+            "rows": n,
+            "feature_set": version,
+            "features": len(FEATURE_NAMES),
+            "coverage": dg.MetadataValue.md(
+                md_table(coverage.transpose(include_header=True, column_names=["non_null"]))
+                if n
+                else "_no rows_"
+            ),
+        }
+    )
 
 
 @dg.asset(
@@ -22,24 +49,17 @@ from quantlab.resources import Warehouse
     description="Standard features per symbol and date; a value at t uses only bars up to t.",
 )
 def features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-    start, end = partition_dates(context)
-    bars = warehouse.read_table("ohlcv", shift_sessions(start, -(MAX_LOOKBACK + 1)), end)
-    version = feature_set_version()
-    out = (
-        compute_features(bars)
-        .filter(pl.col("date").is_between(start, end))
-        .with_columns(feature_set=pl.lit(version))
+    return run_features(warehouse, *partition_dates(context)).result()
+
+
+def run_labels(warehouse: Warehouse, start: dt.date, end: dt.date) -> StageRun:
+    bars = warehouse.read_table("ohlcv", shift_sessions(start, -(MAX_HORIZON + 1)), end)
+    out = compute_labels(bars).filter(pl.col("asof_date").is_between(start, end))
+    n = write(warehouse, "labels", out, start, end)
+    summary = (
+        out.group_by("label").agg(pl.len().alias("rows"), pl.col("value").mean().alias("mean")).sort("label")
     )
-    n = write(warehouse, "features", out, start, end)
-    coverage = out.select([pl.col(f).is_not_null().mean().alias(f) for f in FEATURE_NAMES]) if n else pl.DataFrame()
-    return dg.MaterializeResult(
-        metadata={
-            "rows": n,
-            "feature_set": version,
-            "features": len(FEATURE_NAMES),
-            "coverage": dg.MetadataValue.md(md_table(coverage.transpose(include_header=True, column_names=["non_null"])) if n else "_no rows_"),
-        }
-    )
+    return StageRun(metadata={"rows": n, "labels": dg.MetadataValue.md(md_table(summary))})
 
 
 @dg.asset(
@@ -52,9 +72,4 @@ def features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Mate
     description="Forward labels, partitioned by the date they become known (decision date + horizon).",
 )
 def labels(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-    start, end = partition_dates(context)
-    bars = warehouse.read_table("ohlcv", shift_sessions(start, -(MAX_HORIZON + 1)), end)
-    out = compute_labels(bars).filter(pl.col("asof_date").is_between(start, end))
-    n = write(warehouse, "labels", out, start, end)
-    summary = out.group_by("label").agg(pl.len().alias("rows"), pl.col("value").mean().alias("mean")).sort("label")
-    return dg.MaterializeResult(metadata={"rows": n, "labels": dg.MetadataValue.md(md_table(summary))})
+    return run_labels(warehouse, *partition_dates(context)).result()

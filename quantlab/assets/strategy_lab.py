@@ -1,27 +1,18 @@
 """`targets`: each strategy's target weights decided at the close of each as-of date."""
 
+import datetime as dt
 
 import dagster as dg
 import polars as pl
 
-from quantlab.assets.common import POOL, SINGLE_RUN, md_table, write
+from quantlab.assets.common import POOL, SINGLE_RUN, StageRun, md_table, write
 from quantlab.partitions import TRADING_DAYS, partition_dates
 from quantlab.project import load_project
 from quantlab.resources import MarketData, Warehouse
 from quantlab.strategy_lab.targets import strategy_targets
 
 
-@dg.asset(
-    partitions_def=TRADING_DAYS,
-    backfill_policy=SINGLE_RUN,
-    pool=POOL,
-    group_name="strategy_lab",
-    deps=["features", "labels"],
-    kinds={"duckdb", "polars"},
-    description="Target weights (score, side) per strategy, date and symbol from strategies/*.yaml.",
-)
-def targets(context: dg.AssetExecutionContext, warehouse: Warehouse, market_data: MarketData) -> dg.MaterializeResult:
-    start, end = partition_dates(context)
+def run_targets(warehouse: Warehouse, market_data: MarketData, start: dt.date, end: dt.date) -> StageRun:
     specs = load_project().strategies
     known = set(market_data.source().registry().get_column("symbol").to_list())
     unknown = {s: sorted(set(spec.universe.symbols or []) - known) for s, spec in specs.items()}
@@ -43,4 +34,21 @@ def targets(context: dg.AssetExecutionContext, warehouse: Warehouse, market_data
         if n
         else pl.DataFrame()
     )
-    return dg.MaterializeResult(metadata={"rows": n, "strategies": len(specs), "summary": dg.MetadataValue.md(md_table(summary))})
+    return StageRun(
+        metadata={"rows": n, "strategies": len(specs), "summary": dg.MetadataValue.md(md_table(summary))}
+    )
+
+
+@dg.asset(
+    partitions_def=TRADING_DAYS,
+    backfill_policy=SINGLE_RUN,
+    pool=POOL,
+    group_name="strategy_lab",
+    deps=["features", "labels"],
+    kinds={"duckdb", "polars"},
+    description="Target weights (score, side) per strategy, date and symbol from strategies/*.yaml.",
+)
+def targets(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, market_data: MarketData
+) -> dg.MaterializeResult:
+    return run_targets(warehouse, market_data, *partition_dates(context)).result()

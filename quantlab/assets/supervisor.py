@@ -1,30 +1,23 @@
 """`approvals`: the portfolio supervisor's verdict on every strategy's targets."""
 
+import datetime as dt
 
 import dagster as dg
 import polars as pl
 
-from quantlab.assets.common import POOL, SINGLE_RUN, md_table, write
+from quantlab.assets.common import POOL, SINGLE_RUN, StageRun, md_table, write
 from quantlab.partitions import TRADING_DAYS, partition_dates
 from quantlab.project import load_project
 from quantlab.resources import Warehouse
 from quantlab.supervisor.rules import approve
 
 
-@dg.asset(
-    partitions_def=TRADING_DAYS,
-    backfill_policy=SINGLE_RUN,
-    pool=POOL,
-    group_name="supervisor",
-    deps=["targets", "kpis"],
-    kinds={"duckdb", "polars"},
-    description="Approved weight, flag, risk flags and reason per strategy, date and symbol.",
-)
-def approvals(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-    start, end = partition_dates(context)
+def run_approvals(warehouse: Warehouse, start: dt.date, end: dt.date) -> StageRun:
     project = load_project()
     tgt = warehouse.read_table("targets", start, end, columns=["date", "strategy", "symbol", "weight"])
-    kp = warehouse.read_table("kpis", start, end, where={"window": "full"}, columns=["date", "strategy", "max_dd"])
+    kp = warehouse.read_table(
+        "kpis", start, end, where={"window": "full"}, columns=["date", "strategy", "max_dd"]
+    )
     frames = [
         approve(
             tgt.filter(pl.col("strategy") == sid),
@@ -46,4 +39,17 @@ def approvals(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Mat
         if n
         else pl.DataFrame()
     )
-    return dg.MaterializeResult(metadata={"rows": n, "summary": dg.MetadataValue.md(md_table(summary))})
+    return StageRun(metadata={"rows": n, "summary": dg.MetadataValue.md(md_table(summary))})
+
+
+@dg.asset(
+    partitions_def=TRADING_DAYS,
+    backfill_policy=SINGLE_RUN,
+    pool=POOL,
+    group_name="supervisor",
+    deps=["targets", "kpis"],
+    kinds={"duckdb", "polars"},
+    description="Approved weight, flag, risk flags and reason per strategy, date and symbol.",
+)
+def approvals(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    return run_approvals(warehouse, *partition_dates(context)).result()

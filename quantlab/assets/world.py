@@ -12,13 +12,12 @@ A family's check fails when one of its rule results has status `fail` for a stra
 gate is routine and only shows in the table; an active one is what a risk desk must see.
 """
 
-
 import datetime as dt
 
 import dagster as dg
 import polars as pl
 
-from quantlab.assets.common import POOL, SINGLE_RUN, md_table, write
+from quantlab.assets.common import POOL, SINGLE_RUN, StageRun, md_table, write
 from quantlab.calendar import sessions, shift_sessions
 from quantlab.partitions import TRADING_DAYS, partition_dates
 from quantlab.project import Project
@@ -27,7 +26,11 @@ from quantlab.world.allocate import allocate_range, world_returns
 from quantlab.world.evaluate import evaluate_world, metric_panel, previous_states
 from quantlab.world.spec import FAMILIES, WorldSpec
 
-_SEVERITY = {"blocking": dg.AssetCheckSeverity.ERROR, "soft": dg.AssetCheckSeverity.WARN, "info": dg.AssetCheckSeverity.WARN}
+_SEVERITY = {
+    "blocking": dg.AssetCheckSeverity.ERROR,
+    "soft": dg.AssetCheckSeverity.WARN,
+    "info": dg.AssetCheckSeverity.WARN,
+}
 ALLOCATION_CHECKS = ("budgets", "weight_limits", "live_only")
 
 
@@ -45,7 +48,9 @@ def family_check(world: WorldSpec, family: str, rules: pl.DataFrame) -> dg.Asset
     policy = world.rule(family)
     rows = rules.filter(pl.col("family") == family)
     failing = rows.filter((pl.col("status") == "fail") & pl.col("stage").is_in(["paper", "live", "*"]))
-    last = rows.filter(pl.col("date") == pl.col("date").max()).select("strategy", "stage", "rule", "status", "reason")
+    last = rows.filter(pl.col("date") == pl.col("date").max()).select(
+        "strategy", "stage", "rule", "status", "reason"
+    )
     return dg.AssetCheckResult(
         check_name=f"{world.id}_{family}",
         asset_key=dg.AssetKey(["world_evaluation", world.id]),
@@ -60,31 +65,135 @@ def family_check(world: WorldSpec, family: str, rules: pl.DataFrame) -> dg.Asset
             "failing_results": failing.height,
             "failing_dates": failing.get_column("date").n_unique(),
             "strategies": dg.MetadataValue.md(md_table(last)),
-            "failures": dg.MetadataValue.md(md_table(failing.select("date", "strategy", "stage", "reason_code", "reason").tail(30))),
+            "failures": dg.MetadataValue.md(
+                md_table(failing.select("date", "strategy", "stage", "reason_code", "reason").tail(30))
+            ),
         },
     )
 
 
-def allocation_checks(world: WorldSpec, alloc: pl.DataFrame, decisions: pl.DataFrame) -> list[dg.AssetCheckResult]:
+def allocation_checks(
+    world: WorldSpec, alloc: pl.DataFrame, decisions: pl.DataFrame
+) -> list[dg.AssetCheckResult]:
     """Budgets by side, per-strategy weight limits and capital only for live strategies."""
     key = dg.AssetKey(["world_allocation", world.id])
     budgets = world.allocation.gross_budget
     by_side = alloc.group_by("date", "side").agg(pl.col("weight").sum().alias("total"))
-    over = by_side.filter(pl.col("total") > pl.col("side").replace_strict(budgets, default=1.0, return_dtype=pl.Float64) + 1e-9)
-    total = alloc.group_by("date").agg(pl.col("weight").sum().alias("total")).filter(pl.col("total") > 1 + 1e-9)
+    over = by_side.filter(
+        pl.col("total") > pl.col("side").replace_strict(budgets, default=1.0, return_dtype=pl.Float64) + 1e-9
+    )
+    total = (
+        alloc.group_by("date").agg(pl.col("weight").sum().alias("total")).filter(pl.col("total") > 1 + 1e-9)
+    )
     limits = alloc.filter((pl.col("weight") < 0) | (pl.col("weight") > world.allocation.max_weight + 1e-9))
     stage = decisions.select("date", "strategy", "stage", "evaluate_only")
     not_live = alloc.join(stage, on=["date", "strategy"], how="left").filter(
         (pl.col("stage") != "live") & ~pl.col("evaluate_only")
     )
     out = []
-    for name, bad in (("budgets", pl.concat([over.select("date", "total"), total.select("date", "total")])),
-                      ("weight_limits", limits.select("date", "strategy", "weight")),
-                      ("live_only", not_live.select("date", "strategy", "stage"))):
-        out.append(dg.AssetCheckResult(check_name=f"{world.id}_{name}", asset_key=key, passed=bad.is_empty(),
-                                       severity=dg.AssetCheckSeverity.ERROR,
-                                       metadata={"violations": bad.height, "rows": dg.MetadataValue.md(md_table(bad))}))
+    for name, bad in (
+        ("budgets", pl.concat([over.select("date", "total"), total.select("date", "total")])),
+        ("weight_limits", limits.select("date", "strategy", "weight")),
+        ("live_only", not_live.select("date", "strategy", "stage")),
+    ):
+        out.append(
+            dg.AssetCheckResult(
+                check_name=f"{world.id}_{name}",
+                asset_key=key,
+                passed=bad.is_empty(),
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={"violations": bad.height, "rows": dg.MetadataValue.md(md_table(bad))},
+            )
+        )
     return out
+
+
+def run_world_evaluation(
+    warehouse: Warehouse, project: Project, world: WorldSpec, start: dt.date, end: dt.date
+) -> StageRun:
+    """Decide every session of [start, end] in date order; write `world_decisions` and `rule_results`."""
+    wid = world.id
+    members = world.members(project.strategies)
+    sides = {m: project.strategies[m].side for m in members}
+    universe = sorted({s for m in members for s in (project.strategies[m].universe.symbols or [])})
+    uses_all = any(project.strategies[m].universe.all for m in members)
+    kp = warehouse.read_table("kpis", start, end, where={"strategy": members})
+    rets = warehouse.read_table(
+        "strategy_returns", end=end, where={"strategy": members}, columns=["date", "strategy", "net"]
+    )
+    where = {} if uses_all else {"symbol": universe}
+    bars = warehouse.read_table("ohlcv", shift_sessions(start, -30), end, where=where, columns=["date"])
+    prev = previous_states(_last_before(warehouse, "world_decisions", wid, start), members)
+    decisions, rules, _ = evaluate_world(
+        world,
+        members,
+        [sides[m] for m in members],
+        kp,
+        rets,
+        bars.get_column("date").unique().to_list(),
+        prev,
+        start,
+        end,
+    )
+    write(warehouse, "world_decisions", decisions, start, end, scope={"world": wid})
+    write(warehouse, "rule_results", rules, start, end, scope={"world": wid})
+    last = decisions.filter(pl.col("date") == end)
+    return StageRun(
+        metadata={
+            "policy_version": world.policy_version,
+            "ruleset_hash": world.ruleset_hash,
+            "dates": decisions.get_column("date").n_unique(),
+            "live": last.filter(pl.col("stage") == "live").height,
+            "paper": last.filter(pl.col("stage") == "paper").height,
+            "stages": dg.MetadataValue.md(
+                md_table(last.select("strategy", "stage", "stage_since", "selected", "score", "reason_code"))
+            ),
+        },
+        checks=[family_check(world, family, rules) for family in FAMILIES],
+    )
+
+
+def run_world_allocation(
+    warehouse: Warehouse, project: Project, world: WorldSpec, start: dt.date, end: dt.date
+) -> StageRun:
+    """Allocate capital among the live strategies; write `world_allocations` and `world_returns`."""
+    wid = world.id
+    members = world.members(project.strategies)
+    sides = {m: project.strategies[m].side for m in members}
+    decisions = warehouse.read_table("world_decisions", start, end, where={"world": wid})
+    kp = warehouse.read_table("kpis", start, end, where={"strategy": members})
+    appr = warehouse.read_table(
+        "approvals", start, end, where={"strategy": members}, columns=["date", "strategy", "approved"]
+    )
+    rejected = frozenset(
+        appr.group_by("date", "strategy")
+        .agg(pl.col("approved").all())
+        .filter(~pl.col("approved"))
+        .select("date", "strategy")
+        .iter_rows()
+    )
+    prev_alloc = _last_before(warehouse, "world_allocations", wid, start)
+    alloc = allocate_range(world, decisions, metric_panel(world, kp, members), sides, prev_alloc, rejected)
+    prev_ret = _last_before(warehouse, "world_returns", wid, start)
+    equity = prev_ret.get_column("equity")[0] if prev_ret.height else 1.0
+    peak = equity / (1.0 - prev_ret.get_column("drawdown")[0]) if prev_ret.height else 1.0
+    net = warehouse.read_table(
+        "strategy_returns", start, end, where={"strategy": members}, columns=["date", "strategy", "net"]
+    )
+    track = world_returns(wid, alloc, net, sessions(start, end), prev_alloc, equity, peak)
+    write(warehouse, "world_allocations", alloc, start, end, scope={"world": wid})
+    write(warehouse, "world_returns", track, start, end, scope={"world": wid})
+    latest = alloc.filter(pl.col("date") == end)
+    meta = {
+        "allocation": dg.MetadataValue.md(md_table(latest.select("strategy", "side", "weight"))),
+        "live_strategies": latest.height,
+    }
+    if track.height:
+        tail = track.tail(1).row(0, named=True)
+        meta.update(
+            equity=float(tail["equity"]), drawdown=float(tail["drawdown"]), exposure=float(tail["exposure"])
+        )
+    return StageRun(metadata=meta, checks=allocation_checks(world, alloc, decisions))
 
 
 def world_assets(project: Project) -> list[dg.AssetsDefinition]:
@@ -97,10 +206,6 @@ def world_assets(project: Project) -> list[dg.AssetsDefinition]:
 
 def _world_pair(project: Project, world: WorldSpec) -> list[dg.AssetsDefinition]:
     wid = world.id
-    members = world.members(project.strategies)
-    sides = {m: project.strategies[m].side for m in members}
-    universe = sorted({s for m in members for s in (project.strategies[m].universe.symbols or [])})
-    uses_all = any(project.strategies[m].universe.all for m in members)
     eval_key = dg.AssetKey(["world_evaluation", wid])
     specs = [
         dg.AssetCheckSpec(
@@ -126,29 +231,7 @@ def _world_pair(project: Project, world: WorldSpec) -> list[dg.AssetsDefinition]
         description=f"{world.description or wid}: daily decisions of the world's policy ({world.policy_version}).",
     )
     def _evaluation(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-        start, end = partition_dates(context)
-        kp = warehouse.read_table("kpis", start, end, where={"strategy": members})
-        rets = warehouse.read_table("strategy_returns", end=end, where={"strategy": members}, columns=["date", "strategy", "net"])
-        where = {} if uses_all else {"symbol": universe}
-        bars = warehouse.read_table("ohlcv", shift_sessions(start, -30), end, where=where, columns=["date"])
-        prev = previous_states(_last_before(warehouse, "world_decisions", wid, start), members)
-        decisions, rules, _ = evaluate_world(
-            world, members, [sides[m] for m in members], kp, rets, bars.get_column("date").unique().to_list(), prev, start, end
-        )
-        write(warehouse, "world_decisions", decisions, start, end, scope={"world": wid})
-        write(warehouse, "rule_results", rules, start, end, scope={"world": wid})
-        last = decisions.filter(pl.col("date") == end)
-        return dg.MaterializeResult(
-            metadata={
-                "policy_version": world.policy_version,
-                "ruleset_hash": world.ruleset_hash,
-                "dates": decisions.get_column("date").n_unique(),
-                "live": last.filter(pl.col("stage") == "live").height,
-                "paper": last.filter(pl.col("stage") == "paper").height,
-                "stages": dg.MetadataValue.md(md_table(last.select("strategy", "stage", "stage_since", "selected", "score", "reason_code"))),
-            },
-            check_results=[family_check(world, family, rules) for family in FAMILIES],
-        )
+        return run_world_evaluation(warehouse, project, world, *partition_dates(context)).result()
 
     alloc_key = dg.AssetKey(["world_allocation", wid])
 
@@ -167,30 +250,6 @@ def _world_pair(project: Project, world: WorldSpec) -> list[dg.AssetsDefinition]
         description=f"{world.description or wid}: capital per live strategy ({world.allocation.method}) and the world's returns.",
     )
     def _allocation(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-        start, end = partition_dates(context)
-        decisions = warehouse.read_table("world_decisions", start, end, where={"world": wid})
-        kp = warehouse.read_table("kpis", start, end, where={"strategy": members})
-        appr = warehouse.read_table("approvals", start, end, where={"strategy": members}, columns=["date", "strategy", "approved"])
-        rejected = frozenset(
-            appr.group_by("date", "strategy").agg(pl.col("approved").all()).filter(~pl.col("approved")).select("date", "strategy").iter_rows()
-        )
-        prev_alloc = _last_before(warehouse, "world_allocations", wid, start)
-        alloc = allocate_range(world, decisions, metric_panel(world, kp, members), sides, prev_alloc, rejected)
-        prev_ret = _last_before(warehouse, "world_returns", wid, start)
-        equity = prev_ret.get_column("equity")[0] if prev_ret.height else 1.0
-        peak = equity / (1.0 - prev_ret.get_column("drawdown")[0]) if prev_ret.height else 1.0
-        net = warehouse.read_table("strategy_returns", start, end, where={"strategy": members}, columns=["date", "strategy", "net"])
-        track = world_returns(wid, alloc, net, sessions(start, end), prev_alloc, equity, peak)
-        write(warehouse, "world_allocations", alloc, start, end, scope={"world": wid})
-        write(warehouse, "world_returns", track, start, end, scope={"world": wid})
-        latest = alloc.filter(pl.col("date") == end)
-        meta = {
-            "allocation": dg.MetadataValue.md(md_table(latest.select("strategy", "side", "weight"))),
-            "live_strategies": latest.height,
-        }
-        if track.height:
-            tail = track.tail(1).row(0, named=True)
-            meta.update(equity=float(tail["equity"]), drawdown=float(tail["drawdown"]), exposure=float(tail["exposure"]))
-        return dg.MaterializeResult(metadata=meta, check_results=allocation_checks(world, alloc, decisions))
+        return run_world_allocation(warehouse, project, world, *partition_dates(context)).result()
 
     return [_evaluation, _allocation]

@@ -7,8 +7,11 @@ Conventions (the contract every feature here honours):
   warms up later; windows are counted in rows, not calendar days.
 * Only trailing fixed-length windows of the symbol's rows are used (no ewm, no expanding or cumulative
   statistics), plus same-date cross-sections of such values. A value at date t therefore depends only on data
-  at or before t (no look-ahead) and only on its ``lookback`` window, so computing on a frame that starts
-  earlier gives the same value up to float rounding (polars updates rolling sums incrementally).
+  at or before t: it is bit-identical whatever the data after t (each symbol's windows run separately via
+  ``.over``, so no rolling state crosses symbols). It also depends only on its ``lookback`` window: computing
+  on a frame that starts earlier gives the same value up to float rounding (polars updates rolling sums
+  incrementally), provided the symbol's rows in the window are the same (and, for cross-sectional features,
+  the other symbols' too).
 * ``lookback`` counts the rows a value needs including the current one (a 1-day return needs 2). A value is
   null while the symbol has fewer than ``lookback`` rows, whatever the expression would give.
 * Null policy: null during warm-up, when an input inside the window is null, and wherever the arithmetic gives
@@ -17,6 +20,7 @@ Conventions (the contract every feature here honours):
   incremental rolling sums over a flat window leave ~1e-18 residues. All feature columns are Float64.
 * Prices are the adjusted columns. Every price feature is invariant to scaling a symbol's whole price history
   by a constant, so re-adjusting history for a later split or dividend does not change past values.
+  ``volume`` is used as given (``volume_ratio_20`` jumps around a split if volume is not split-adjusted).
 * ``kind="cross_sectional"`` marks features whose value also depends on the other symbols present on the same
   dates (cross-sectional ranks, beta to the equal-weight universe): compute them on the intended universe.
 """
@@ -72,7 +76,6 @@ class FeatureDef:
 _SID = "_sid"
 _DAY = "_di"  # days since the first date of the frame
 _C, _O, _H, _L = pl.col("close"), pl.col("open"), pl.col("high"), pl.col("low")
-_N = pl.col("_n")  # 0-based row number within the symbol
 _PC = pl.col("_pc")  # previous close of the symbol
 _R = pl.col("_r")  # daily simple return close / previous close - 1 (null if not finite)
 
@@ -256,8 +259,9 @@ class _Panel:
 
 
 def _prepare(ohlcv: pl.DataFrame, value_cols: Sequence[str]) -> _Panel:
-    """Validate, cast and order the input. Ordering uses two stable radix argsorts on small integer codes
-    (much faster than a String/Date sort) and only moves the numeric columns."""
+    """Validate, cast and order the input by (symbol, date). Input already in (symbol, date) or (date, symbol)
+    order takes a fast path; otherwise two stable radix argsorts on small integer codes (much faster than a
+    String/Date sort). Only the numeric columns move; keys are rebuilt from the codes at the end."""
     missing = [c for c in ("symbol", "date", *value_cols) if c not in ohlcv.columns]
     if missing:
         raise ValueError(f"ohlcv frame lacks columns {missing}")
@@ -274,11 +278,20 @@ def _prepare(ohlcv: pl.DataFrame, value_cols: Sequence[str]) -> _Panel:
     first_day = int(day.min())
     day = (day - first_day).astype(_small_uint(int(day.max()) - first_day + 1))
 
-    def strictly_ordered(code: np.ndarray, day: np.ndarray) -> np.ndarray:
-        dc, dd = np.diff(code.astype(np.int64)), np.diff(day.astype(np.int64))
-        return (dc > 0) | ((dc == 0) & (dd > 0))
+    def strictly_ordered(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
+        d1, d2 = np.diff(major.astype(np.int32)), np.diff(minor.astype(np.int32))
+        return (d1 > 0) | ((d1 == 0) & (d2 > 0))
 
-    if not strictly_ordered(code, day).all():
+    back: np.ndarray | None = None
+    if strictly_ordered(code, day).all():  # already (symbol, date)
+        if len(syms) > 1:
+            back = np.argsort(day, kind="stable")
+    elif strictly_ordered(day, code).all():  # already (date, symbol), the usual layout: one radix pass
+        perm = np.argsort(code, kind="stable")
+        code, day, values = code[perm], day[perm], values[perm]
+        back = np.empty_like(perm)
+        back[perm] = np.arange(perm.size, dtype=perm.dtype)  # inverse permutation: the input order
+    else:
         perm = np.argsort(day, kind="stable")
         perm = perm[np.argsort(code[perm], kind="stable")]
         code, day, values = code[perm], day[perm], values[perm]
@@ -287,7 +300,7 @@ def _prepare(ohlcv: pl.DataFrame, value_cols: Sequence[str]) -> _Panel:
             rows = [(syms[int(code[i])], _EPOCH + dt.timedelta(days=first_day + int(day[i])))
                     for i in bad[:5]]
             raise ValueError(f"ohlcv has duplicate (symbol, date) rows, e.g. {rows}")
-    back = np.argsort(day, kind="stable") if len(syms) > 1 else None
+        back = np.argsort(day, kind="stable")
     frame = values.with_columns(
         pl.Series(_SID, code.astype(np.uint32)).set_sorted(), pl.Series(_DAY, day.astype(np.int32))
     )
@@ -295,7 +308,7 @@ def _prepare(ohlcv: pl.DataFrame, value_cols: Sequence[str]) -> _Panel:
 
 
 def _needed(names: tuple[str, ...]) -> tuple[list[str], list[str], list[str]]:
-    """(stage-1 features to compute, cross-sectional features, helper columns) for the requested names."""
+    """(per-symbol-stage features, cross-sectional-stage features, intermediate columns) to compute."""
     xs = [n for n in names if _IMPL[n].needs]
     ts = [n for n in names if not _IMPL[n].needs]
     ts += [d for n in xs for d in _IMPL[n].needs if d not in ts]
@@ -311,7 +324,7 @@ def _needed(names: tuple[str, ...]) -> tuple[list[str], list[str], list[str]]:
 
 def _clean(name: str) -> pl.Expr:
     col = pl.col(name)
-    warm = _N >= FEATURES[name].lookback - 1  # noqa: SIM300
+    warm = pl.col("_n") >= FEATURES[name].lookback - 1
     return pl.when(warm & col.is_finite()).then(col).alias(name)
 
 
