@@ -41,8 +41,10 @@ def session_index(days: pl.Series | list[dt.date]) -> np.ndarray:
 
     Raises ValueError for a date that is not a session.
     """
-    ords = np.array([d.toordinal() for d in days], dtype=np.int64) if isinstance(days, list) else (
-        days.cast(pl.Date).cast(pl.Int32).to_numpy().astype(np.int64) + dt.date(1970, 1, 1).toordinal()
+    ords = (
+        np.array([d.toordinal() for d in days], dtype=np.int64)
+        if isinstance(days, list)
+        else (days.cast(pl.Date).cast(pl.Int32).to_numpy().astype(np.int64) + dt.date(1970, 1, 1).toordinal())
     )
     idx = np.searchsorted(_ordinals(), ords)
     idx = np.clip(idx, 0, len(_ordinals()) - 1)
@@ -62,7 +64,10 @@ def shift_sessions(day: dt.date, n: int) -> dt.date:
 def sessions_between(a: dt.date, b: dt.date) -> int:
     """Number of sessions in (a, b]: the lag in sessions of data dated a, seen at b."""
     ords = _ordinals()
-    return int(np.searchsorted(ords, b.toordinal(), side="right") - np.searchsorted(ords, a.toordinal(), side="right"))
+    return int(
+        np.searchsorted(ords, b.toordinal(), side="right")
+        - np.searchsorted(ords, a.toordinal(), side="right")
+    )
 
 
 def non_session_weekdays(start: dt.date, end: dt.date) -> list[dt.date]:

@@ -47,13 +47,22 @@ def validate() -> None:
 
 
 def _range_tags(start: dt.date, end: dt.date) -> dict[str, str]:
-    return {"dagster/asset_partition_range_start": start.isoformat(), "dagster/asset_partition_range_end": end.isoformat()}
+    return {
+        "dagster/asset_partition_range_start": start.isoformat(),
+        "dagster/asset_partition_range_end": end.isoformat(),
+    }
 
 
 @main.command()
-@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default=None, help="First as-of date (default: data start).")
-@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last as-of date (default: data end).")
-@click.option("--recent", type=int, default=20, show_default=True, help="Sessions materialized as asset partitions.")
+@click.option(
+    "--start", type=click.DateTime(["%Y-%m-%d"]), default=None, help="First as-of date (default: data start)."
+)
+@click.option(
+    "--end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last as-of date (default: data end)."
+)
+@click.option(
+    "--recent", type=int, default=20, show_default=True, help="Sessions materialized as asset partitions."
+)
 def demo(start: dt.datetime | None, end: dt.datetime | None, recent: int) -> None:
     """Run the whole chain over the dataset's history and print a summary.
 
@@ -88,23 +97,45 @@ def demo(start: dt.datetime | None, end: dt.datetime | None, recent: int) -> Non
     if len(days) > recent + 1:
         hist_end = days[-recent - 1]
         click.echo(f"[1/3] history job: the whole chain for {first} .. {hist_end} in one run ...")
-        runs.append(defs.resolve_job_def(HISTORY_JOB).execute_in_process(
-            instance=instance, raise_on_error=False,
-            run_config={"resources": {"history_window": {"config": {"start": first.isoformat(), "end": hist_end.isoformat()}}}},
-        ))
+        runs.append(
+            defs.resolve_job_def(HISTORY_JOB).execute_in_process(
+                instance=instance,
+                raise_on_error=False,
+                run_config={
+                    "resources": {
+                        "history_window": {
+                            "config": {"start": first.isoformat(), "end": hist_end.isoformat()}
+                        }
+                    }
+                },
+            )
+        )
     chain = defs.resolve_job_def(CHAIN_JOB)
     if runs and not runs[-1].success:
         click.echo("history run failed; see the Dagster UI (make ui) for the failing step", err=True)
     else:
         click.echo(f"[2/3] partitioned chain: {days[-recent]} .. {days[-2]} as one ranged run ...")
-        runs.append(chain.execute_in_process(instance=instance, raise_on_error=False, tags=_range_tags(days[-recent], days[-2])))
+        runs.append(
+            chain.execute_in_process(
+                instance=instance, raise_on_error=False, tags=_range_tags(days[-recent], days[-2])
+            )
+        )
         if runs[-1].success:
             click.echo(f"[3/3] partitioned chain: {last} (one partition, checks recorded per partition) ...")
-            runs.append(chain.execute_in_process(instance=instance, raise_on_error=False, partition_key=last.isoformat()))
+            runs.append(
+                chain.execute_in_process(
+                    instance=instance, raise_on_error=False, partition_key=last.isoformat()
+                )
+            )
     result = runs[-1]
     success = all(r.success for r in runs)
     checks = [
-        {"asset": ev.asset_key.to_user_string(), "check": ev.check_name, "passed": ev.passed, "severity": ev.severity.value}
+        {
+            "asset": ev.asset_key.to_user_string(),
+            "check": ev.check_name,
+            "passed": ev.passed,
+            "severity": ev.severity.value,
+        }
         for ev in result.get_asset_check_evaluations()
     ]
     warehouse = Warehouse()

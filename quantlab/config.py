@@ -28,20 +28,19 @@ class ConfigError(ValueError):
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """Line (1-based) of the YAML node at `loc` (the deepest node that exists)."""
+    """Line (1-based) of the deepest YAML key or item at `loc` that exists."""
     line = node.start_mark.line + 1 if node is not None else None
     for key in loc:
         if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if k.value == key), None)
-            if match is None:
-                key_node = next((k for k, _ in node.value if k.value == key), None)
-                return key_node.start_mark.line + 1 if key_node is not None else line
-            node = match
+            pair = next(((k, v) for k, v in node.value if k.value == key), None)
+            if pair is None:
+                return line
+            line, node = pair[0].start_mark.line + 1, pair[1]
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
             node = node.value[key]
+            line = node.start_mark.line + 1
         else:
             break
-        line = node.start_mark.line + 1
     return line
 
 
@@ -74,6 +73,8 @@ def load_yaml_model(path: Path, model: type[M], check: Callable[[M], None] | Non
             raise
         except ValueError as exc:
             field, _, reason = str(exc).partition(": ")
-            loc = tuple(int(p) if p.isdigit() else p for p in field.replace("[", ".").replace("]", "").split("."))
+            loc = tuple(
+                int(p) if p.isdigit() else p for p in field.replace("[", ".").replace("]", "").split(".")
+            )
             raise ConfigError(f"{path}:{_line_of(node, loc) or 1}: {field}: {reason or exc}") from None
     return obj

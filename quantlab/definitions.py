@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 
 from quantlab.assets.backtest import kpis, strategy_returns
@@ -12,15 +14,19 @@ from quantlab.assets.supervisor import approvals
 from quantlab.assets.world import world_assets
 from quantlab.jobs import HistoryWindow, history_job
 from quantlab.partitions import TRADING_DAYS
-from quantlab.project import load_project
-from quantlab.resources import MarketData, Warehouse
+from quantlab.project import Project, project_dir
+from quantlab.resources import MarketData, ProjectFiles, Warehouse
 
 CHAIN_JOB = "daily_chain"
 
 
-def build_definitions() -> dg.Definitions:
-    """Assemble the definitions from the project's strategies and worlds (read at load time)."""
-    project = load_project()
+def build_definitions(project_root: str | None = None, warehouse: Warehouse | None = None) -> dg.Definitions:
+    """Assemble the definitions from the project's strategies and worlds (read at load time).
+
+    A malformed strategy or world file fails the load with a message naming file, line, field and reason.
+    """
+    root = project_root or str(project_dir())
+    project = Project(Path(root))
     assets = [ohlcv, features, labels, targets, strategy_returns, kpis, approvals, *world_assets(project)]
     chain = dg.define_asset_job(
         CHAIN_JOB,
@@ -37,8 +43,9 @@ def build_definitions() -> dg.Definitions:
             )
         ],
         resources={
-            "warehouse": Warehouse(),
+            "warehouse": warehouse or Warehouse(),
             "market_data": MarketData(),
+            "project_files": ProjectFiles(root=root),
             "history_window": HistoryWindow.configure_at_launch(),
         },
         executor=dg.in_process_executor,

@@ -23,7 +23,7 @@ from quantlab.assets.strategy_lab import run_targets
 from quantlab.assets.supervisor import run_approvals
 from quantlab.assets.world import run_world_allocation, run_world_evaluation
 from quantlab.project import Project
-from quantlab.resources import MarketData, Warehouse
+from quantlab.resources import MarketData, ProjectFiles, Warehouse
 
 HISTORY_JOB = "history"
 
@@ -40,30 +40,40 @@ class HistoryWindow(dg.ConfigurableResource):
 
 def _finish(context: dg.OpExecutionContext, name: str, run: StageRun) -> None:
     """Report a stage's outcome on the op; fail it when a blocking check failed."""
-    checks = [
-        {"check": c.check_name, "passed": c.passed, "severity": c.severity.value} for c in run.checks
-    ]
+    checks = [{"check": c.check_name, "passed": c.passed, "severity": c.severity.value} for c in run.checks]
     metadata = dict(run.metadata)
     if checks:
         metadata["checks"] = dg.MetadataValue.md(md_table(pl.DataFrame(checks)))
     context.add_output_metadata(metadata)
     if run.blocking_failures:
-        raise dg.Failure(f"{name}: blocking checks failed: {', '.join(run.blocking_failures)}", metadata=metadata)
+        raise dg.Failure(
+            f"{name}: blocking checks failed: {', '.join(run.blocking_failures)}", metadata=metadata
+        )
 
 
-def _stage_op(name: str, fn: Callable[..., StageRun], needs_market: bool = False) -> dg.OpDefinition:
+Runner = Callable[[Warehouse, MarketData, Project, dt.date, dt.date], StageRun]
+
+CHAIN: list[tuple[str, Runner]] = [
+    ("ohlcv", lambda w, m, p, a, b: run_ohlcv(w, m.source(), a, b)),
+    ("features", lambda w, m, p, a, b: run_features(w, a, b)),
+    ("labels", lambda w, m, p, a, b: run_labels(w, a, b)),
+    ("targets", lambda w, m, p, a, b: run_targets(w, m, p, a, b)),
+    ("strategy_returns", lambda w, m, p, a, b: run_strategy_returns(w, p, a, b)),
+    ("kpis", lambda w, m, p, a, b: run_kpis(w, a, b)),
+    ("approvals", lambda w, m, p, a, b: run_approvals(w, p, a, b)),
+]
+
+
+def _stage_op(name: str, fn: Runner) -> dg.OpDefinition:
     @dg.op(name=f"history_{name}", ins={"after": dg.In(dg.Nothing)}, pool="warehouse")
     def _op(
-        context: dg.OpExecutionContext, history_window: HistoryWindow, warehouse: Warehouse, market_data: MarketData
+        context: dg.OpExecutionContext,
+        history_window: HistoryWindow,
+        warehouse: Warehouse,
+        market_data: MarketData,
+        project_files: ProjectFiles,
     ) -> None:
-        start, end = history_window.dates()
-        if name == "ohlcv":
-            run = fn(warehouse, market_data.source(), start, end)
-        elif needs_market:
-            run = fn(warehouse, market_data, start, end)
-        else:
-            run = fn(warehouse, start, end)
-        _finish(context, name, run)
+        _finish(context, name, fn(warehouse, market_data, project_files.load(), *history_window.dates()))
 
     return _op
 
@@ -81,16 +91,10 @@ def _world_op(project: Project, world_id: str, kind: str) -> dg.OpDefinition:
 
 def history_job(project: Project) -> dg.JobDefinition:
     """The chain as ops in dependency order, every world's evaluation then allocation after `approvals`."""
-    chain = [
-        _stage_op("ohlcv", run_ohlcv),
-        _stage_op("features", run_features),
-        _stage_op("labels", run_labels),
-        _stage_op("targets", run_targets, needs_market=True),
-        _stage_op("strategy_returns", run_strategy_returns),
-        _stage_op("kpis", run_kpis),
-        _stage_op("approvals", run_approvals),
+    chain = [_stage_op(name, fn) for name, fn in CHAIN]
+    worlds = [
+        (_world_op(project, w, "evaluation"), _world_op(project, w, "allocation")) for w in project.worlds
     ]
-    worlds = [(_world_op(project, w, "evaluation"), _world_op(project, w, "allocation")) for w in project.worlds]
 
     @dg.graph(name=HISTORY_JOB, description="The whole chain over a date range in one run (bulk history).")
     def _graph() -> None:

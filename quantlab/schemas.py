@@ -16,11 +16,6 @@ import polars as pl
 from quantlab.features.library import FEATURE_NAMES
 
 
-class _Strict:
-    strict = True
-    coerce = False
-
-
 class Ohlcv(pa.DataFrameModel):
     """Daily bars. open/high/low/close are split- and dividend-adjusted; close_raw is the traded close."""
 
@@ -34,8 +29,8 @@ class Ohlcv(pa.DataFrameModel):
     adj_factor: float = pa.Field(nullable=True)
     volume: int = pa.Field(nullable=True)
 
-    class Config(_Strict):
-        pass
+    class Config:
+        strict = True
 
 
 class QualityIssues(pa.DataFrameModel):
@@ -48,8 +43,8 @@ class QualityIssues(pa.DataFrameModel):
     bar_date: dt.date = pa.Field(nullable=True)
     detail: str
 
-    class Config(_Strict):
-        pass
+    class Config:
+        strict = True
 
 
 def _features_schema() -> pa.DataFrameSchema:
@@ -72,8 +67,8 @@ class Labels(pa.DataFrameModel):
     asof_date: dt.date
     value: float = pa.Field(nullable=False)
 
-    class Config(_Strict):
-        pass
+    class Config:
+        strict = True
 
 
 class Targets(pa.DataFrameModel):
@@ -86,7 +81,8 @@ class Targets(pa.DataFrameModel):
     weight: float
     side: str = pa.Field(isin=["long", "short", "flat"])
 
-    class Config(_Strict):
+    class Config:
+        strict = True
         unique = ["date", "strategy", "symbol"]
 
 
@@ -104,7 +100,8 @@ class StrategyReturns(pa.DataFrameModel):
     gross_exposure: float = pa.Field(ge=0)
     net_exposure: float
 
-    class Config(_Strict):
+    class Config:
+        strict = True
         unique = ["date", "strategy"]
 
 
@@ -117,7 +114,8 @@ class Trades(pa.DataFrameModel):
     price: float = pa.Field(gt=0)
     cost: float = pa.Field(ge=0)
 
-    class Config(_Strict):
+    class Config:
+        strict = True
         unique = ["date", "strategy", "symbol"]
 
 
@@ -140,7 +138,8 @@ class Kpis(pa.DataFrameModel):
     psr: float = pa.Field(nullable=True)
     dsr: float = pa.Field(nullable=True)
 
-    class Config(_Strict):
+    class Config:
+        strict = True
         unique = ["date", "strategy", "window"]
 
 
@@ -156,7 +155,8 @@ class Approvals(pa.DataFrameModel):
     risk_flags: str
     reason: str
 
-    class Config(_Strict):
+    class Config:
+        strict = True
         unique = ["date", "strategy", "symbol"]
 
 
@@ -176,7 +176,8 @@ class RuleResults(pa.DataFrameModel):
     reason: str
     details: str
 
-    class Config(_Strict):
+    class Config:
+        strict = True
         unique = ["world", "date", "strategy", "rule"]
 
 
@@ -190,7 +191,7 @@ class WorldDecisions(pa.DataFrameModel):
     ruleset_hash: str
     input_hash: str
     stage: str = pa.Field(isin=["backtest", "paper", "live", "inactive"])
-    stage_since: dt.date
+    stage_since: dt.date = pa.Field(nullable=True)
     pass_streak: pl.Int64 = pa.Field(ge=0)
     fail_streak: pl.Int64 = pa.Field(ge=0)
     selected: bool
@@ -198,7 +199,8 @@ class WorldDecisions(pa.DataFrameModel):
     reason_code: str
     evaluate_only: bool
 
-    class Config(_Strict):
+    class Config:
+        strict = True
         unique = ["world", "date", "strategy"]
 
 
@@ -209,7 +211,8 @@ class WorldAllocations(pa.DataFrameModel):
     side: str
     weight: float = pa.Field(ge=0)
 
-    class Config(_Strict):
+    class Config:
+        strict = True
         unique = ["world", "date", "strategy"]
 
 
@@ -224,7 +227,8 @@ class WorldReturns(pa.DataFrameModel):
     exposure: float = pa.Field(ge=0)
     n_live: pl.Int64 = pa.Field(ge=0)
 
-    class Config(_Strict):
+    class Config:
+        strict = True
         unique = ["world", "date"]
 
 

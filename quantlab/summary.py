@@ -13,7 +13,9 @@ from quantlab.resources.warehouse import Warehouse
 
 def world_summary(warehouse: Warehouse, world: str, day: dt.date) -> dict[str, Any]:
     """State of one world on `day` (its last evaluated date if `day` has none)."""
-    last = warehouse.read("SELECT max(date) FROM world_decisions WHERE world = ? AND date <= ?", [world, day]).item()
+    last = warehouse.read(
+        "SELECT max(date) FROM world_decisions WHERE world = ? AND date <= ?", [world, day]
+    ).item()
     if last is None:
         return {"world": world, "date": None, "strategies": [], "track": None}
     dec = warehouse.read_table("world_decisions", last, last, where={"world": world})
@@ -22,10 +24,17 @@ def world_summary(warehouse: Warehouse, world: str, day: dt.date) -> dict[str, A
     rows = (
         dec.select("strategy", "stage", "stage_since", "reason_code", "score")
         .join(alloc.select("strategy", "weight"), on="strategy", how="left")
-        .join(kp.select("strategy", "sharpe", "annual_return", "annual_volatility", "max_dd", "hit_rate", "turnover"),
-              on="strategy", how="left")
+        .join(
+            kp.select(
+                "strategy", "sharpe", "annual_return", "annual_volatility", "max_dd", "hit_rate", "turnover"
+            ),
+            on="strategy",
+            how="left",
+        )
         .with_columns(pl.col("weight").fill_null(0.0))
-        .sort(pl.col("stage").replace_strict({"live": 0, "paper": 1, "backtest": 2, "inactive": 3}), "strategy")
+        .sort(
+            pl.col("stage").replace_strict({"live": 0, "paper": 1, "backtest": 2, "inactive": 3}), "strategy"
+        )
     )
     track = warehouse.read(
         "SELECT count(*) AS days, product(1 + ret) - 1 AS total_return, max(drawdown) AS max_drawdown, "
@@ -45,26 +54,46 @@ def _fmt(v: Any, pct: bool = False) -> str:
 
 def render_text(summary: dict[str, Any]) -> str:
     """A readable plain-text rendering of `run_summary` output."""
-    out = [f"quantlab run {summary['run_id']} — {summary['status']}", f"partitions {summary['start']} .. {summary['end']}",
-           f"dataset: {summary['dataset']}", ""]
+    out = [
+        f"quantlab run {summary['run_id']} — {summary['status']}",
+        f"partitions {summary['start']} .. {summary['end']}",
+        f"dataset: {summary['dataset']}",
+        "",
+    ]
     for w in summary["worlds"]:
         out.append(f"World {w['world']} as of {w['date']}")
         if w["track"] and w["track"]["days"]:
             t = w["track"]
-            out.append(f"  track: {t['days']} days, total return {_fmt(t['total_return'], True)}, "
-                       f"max drawdown {_fmt(t['max_drawdown'], True)}, equity {_fmt(t['equity'])}")
-        out.append(f"  {'strategy':<22}{'stage':<10}{'weight':>8}{'sharpe':>8}{'CAGR':>8}{'maxDD':>8}{'hit':>7}  reason")
+            out.append(
+                f"  track: {t['days']} days, total return {_fmt(t['total_return'], True)}, "
+                f"max drawdown {_fmt(t['max_drawdown'], True)}, equity {_fmt(t['equity'])}"
+            )
+        out.append(
+            f"  {'strategy':<22}{'stage':<10}{'weight':>8}{'sharpe':>8}{'CAGR':>8}{'maxDD':>8}{'hit':>7}  reason"
+        )
         for s in w["strategies"]:
-            out.append(f"  {s['strategy']:<22}{s['stage']:<10}{_fmt(s['weight'], True):>8}{_fmt(s['sharpe']):>8}"
-                       f"{_fmt(s['annual_return'], True):>8}{_fmt(s['max_dd'], True):>8}{_fmt(s['hit_rate'], True):>7}"
-                       f"  {s['reason_code']}")
+            out.append(
+                f"  {s['strategy']:<22}{s['stage']:<10}{_fmt(s['weight'], True):>8}{_fmt(s['sharpe']):>8}"
+                f"{_fmt(s['annual_return'], True):>8}{_fmt(s['max_dd'], True):>8}{_fmt(s['hit_rate'], True):>7}"
+                f"  {s['reason_code']}"
+            )
         checks = [c for c in summary["checks"] if c["asset"].endswith(f"/{w['world']}")]
         if checks:
-            out.append("  checks: " + ", ".join(f"{c['check']}={'PASS' if c['passed'] else c['severity']}" for c in checks))
+            out.append(
+                "  checks: "
+                + ", ".join(f"{c['check']}={'PASS' if c['passed'] else c['severity']}" for c in checks)
+            )
         out.append("")
     other = [c for c in summary["checks"] if "/" not in c["asset"]]
     if other:
-        out.append("Data checks: " + ", ".join(f"{c['check']}={'PASS' if c['passed'] else c['severity']}" for c in other))
-    out += ["", f"warehouse: {summary['warehouse']}", f"artifacts: {summary['artifacts']}",
-            "open the UI on this instance and warehouse: make ui  (then http://127.0.0.1:3000)"]
+        out.append(
+            "Data checks: "
+            + ", ".join(f"{c['check']}={'PASS' if c['passed'] else c['severity']}" for c in other)
+        )
+    out += [
+        "",
+        f"warehouse: {summary['warehouse']}",
+        f"artifacts: {summary['artifacts']}",
+        "open the UI on this instance and warehouse: make ui  (then http://127.0.0.1:3000)",
+    ]
     return "\n".join(out)

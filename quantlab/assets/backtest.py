@@ -9,12 +9,12 @@ from quantlab.assets.common import POOL, SINGLE_RUN, StageRun, md_table, write
 from quantlab.backtest.kpis import asof_kpis
 from quantlab.backtest.run import backtest_strategy, warmup_start
 from quantlab.partitions import TRADING_DAYS, partition_dates
-from quantlab.project import load_project
-from quantlab.resources import Warehouse
+from quantlab.project import Project
+from quantlab.resources import ProjectFiles, Warehouse
 
 
-def run_strategy_returns(warehouse: Warehouse, start: dt.date, end: dt.date) -> StageRun:
-    specs = load_project().strategies
+def run_strategy_returns(warehouse: Warehouse, project: Project, start: dt.date, end: dt.date) -> StageRun:
+    specs = project.strategies
     inception = dict(
         warehouse.read(
             "SELECT strategy, min(date) FROM targets WHERE weight <> 0 AND date <= ? GROUP BY strategy", [end]
@@ -63,8 +63,10 @@ def run_strategy_returns(warehouse: Warehouse, start: dt.date, end: dt.date) -> 
     description="Daily gross/cost/net returns, legs, turnover and exposure per strategy (next-bar execution); "
     "also writes `trades`.",
 )
-def strategy_returns(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-    return run_strategy_returns(warehouse, *partition_dates(context)).result()
+def strategy_returns(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, project_files: ProjectFiles
+) -> dg.MaterializeResult:
+    return run_strategy_returns(warehouse, project_files.load(), *partition_dates(context)).result()
 
 
 def run_kpis(warehouse: Warehouse, start: dt.date, end: dt.date) -> StageRun:

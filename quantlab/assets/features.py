@@ -8,13 +8,19 @@ import polars as pl
 from quantlab.assets.common import POOL, SINGLE_RUN, StageRun, md_table, write
 from quantlab.calendar import shift_sessions
 from quantlab.features.labels import MAX_HORIZON, compute_labels
-from quantlab.features.library import FEATURE_NAMES, MAX_LOOKBACK, compute_features, feature_set_version
+from quantlab.features.library import FEATURE_NAMES, compute_features, feature_set_version
 from quantlab.partitions import TRADING_DAYS, partition_dates
 from quantlab.resources import Warehouse
 
 
 def run_features(warehouse: Warehouse, start: dt.date, end: dt.date) -> StageRun:
-    bars = warehouse.read_table("ohlcv", shift_sessions(start, -(MAX_LOOKBACK + 1)), end)
+    """Features for [start, end], computed over every bar up to `end`.
+
+    Rolling statistics are updated incrementally, so their last bits depend on where the computation
+    starts; starting at the beginning of the stored history makes a value at t identical whichever range
+    or day it is computed in (a ranged run equals day-by-day runs exactly). Only bars up to t enter it.
+    """
+    bars = warehouse.read_table("ohlcv", end=end)
     version = feature_set_version()
     out = (
         compute_features(bars)
@@ -53,6 +59,7 @@ def features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Mate
 
 
 def run_labels(warehouse: Warehouse, start: dt.date, end: dt.date) -> StageRun:
+    """Labels that become known in [start, end] (decision date + horizon), from the bars they span."""
     bars = warehouse.read_table("ohlcv", shift_sessions(start, -(MAX_HORIZON + 1)), end)
     out = compute_labels(bars).filter(pl.col("asof_date").is_between(start, end))
     n = write(warehouse, "labels", out, start, end)

@@ -7,13 +7,15 @@ import polars as pl
 
 from quantlab.assets.common import POOL, SINGLE_RUN, StageRun, md_table, write
 from quantlab.partitions import TRADING_DAYS, partition_dates
-from quantlab.project import load_project
-from quantlab.resources import MarketData, Warehouse
+from quantlab.project import Project
+from quantlab.resources import MarketData, ProjectFiles, Warehouse
 from quantlab.strategy_lab.targets import strategy_targets
 
 
-def run_targets(warehouse: Warehouse, market_data: MarketData, start: dt.date, end: dt.date) -> StageRun:
-    specs = load_project().strategies
+def run_targets(
+    warehouse: Warehouse, market_data: MarketData, project: Project, start: dt.date, end: dt.date
+) -> StageRun:
+    specs = project.strategies
     known = set(market_data.source().registry().get_column("symbol").to_list())
     unknown = {s: sorted(set(spec.universe.symbols or []) - known) for s, spec in specs.items()}
     unknown = {s: u for s, u in unknown.items() if u}
@@ -49,6 +51,9 @@ def run_targets(warehouse: Warehouse, market_data: MarketData, start: dt.date, e
     description="Target weights (score, side) per strategy, date and symbol from strategies/*.yaml.",
 )
 def targets(
-    context: dg.AssetExecutionContext, warehouse: Warehouse, market_data: MarketData
+    context: dg.AssetExecutionContext,
+    warehouse: Warehouse,
+    market_data: MarketData,
+    project_files: ProjectFiles,
 ) -> dg.MaterializeResult:
-    return run_targets(warehouse, market_data, *partition_dates(context)).result()
+    return run_targets(warehouse, market_data, project_files.load(), *partition_dates(context)).result()

@@ -7,13 +7,12 @@ import polars as pl
 
 from quantlab.assets.common import POOL, SINGLE_RUN, StageRun, md_table, write
 from quantlab.partitions import TRADING_DAYS, partition_dates
-from quantlab.project import load_project
-from quantlab.resources import Warehouse
+from quantlab.project import Project
+from quantlab.resources import ProjectFiles, Warehouse
 from quantlab.supervisor.rules import approve
 
 
-def run_approvals(warehouse: Warehouse, start: dt.date, end: dt.date) -> StageRun:
-    project = load_project()
+def run_approvals(warehouse: Warehouse, project: Project, start: dt.date, end: dt.date) -> StageRun:
     tgt = warehouse.read_table("targets", start, end, columns=["date", "strategy", "symbol", "weight"])
     kp = warehouse.read_table(
         "kpis", start, end, where={"window": "full"}, columns=["date", "strategy", "max_dd"]
@@ -51,5 +50,7 @@ def run_approvals(warehouse: Warehouse, start: dt.date, end: dt.date) -> StageRu
     kinds={"duckdb", "polars"},
     description="Approved weight, flag, risk flags and reason per strategy, date and symbol.",
 )
-def approvals(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-    return run_approvals(warehouse, *partition_dates(context)).result()
+def approvals(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, project_files: ProjectFiles
+) -> dg.MaterializeResult:
+    return run_approvals(warehouse, project_files.load(), *partition_dates(context)).result()

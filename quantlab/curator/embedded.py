@@ -23,8 +23,20 @@ LAST_DATE = dt.date(2013, 3, 1)
 REGISTRY = pl.DataFrame(
     {
         "symbol": ["AAPL", "FB", "GOOG", "IBM", "MSFT"],
-        "name": ["Apple Inc.", "Facebook Inc.", "Google Inc.", "International Business Machines", "Microsoft"],
-        "sector": ["Technology", "Communication Services", "Communication Services", "Technology", "Technology"],
+        "name": [
+            "Apple Inc.",
+            "Facebook Inc.",
+            "Google Inc.",
+            "International Business Machines",
+            "Microsoft",
+        ],
+        "sector": [
+            "Technology",
+            "Communication Services",
+            "Communication Services",
+            "Technology",
+            "Technology",
+        ],
     }
 )
 
@@ -42,17 +54,14 @@ def embedded_ohlcv() -> pl.DataFrame:
         raise DataIntegrityError(f"{DATA_FILE} has sha256 {digest}, expected {SHA256} (see data/DATA.md)")
     df = pl.read_csv(raw, try_parse_dates=True)
     factor = pl.col("Adj Close") / pl.col("Close")
-    return (
-        df.select(
-            pl.col("Ticker").alias("symbol"),
-            pl.col("Date").cast(pl.Date).alias("date"),
-            (pl.col("Open") * factor).alias("open"),
-            (pl.col("High") * factor).alias("high"),
-            (pl.col("Low") * factor).alias("low"),
-            pl.col("Adj Close").cast(pl.Float64).alias("close"),
-            pl.col("Close").cast(pl.Float64).alias("close_raw"),
-            factor.alias("adj_factor"),
-            pl.col("Volume").cast(pl.Int64).alias("volume"),
-        )
-        .sort("symbol", "date")
-    )
+    return df.select(
+        pl.col("Ticker").alias("symbol"),
+        pl.col("Date").cast(pl.Date).alias("date"),
+        (pl.col("Open") * factor).alias("open"),
+        (pl.col("High") * factor).alias("high"),
+        (pl.col("Low") * factor).alias("low"),
+        pl.col("Adj Close").cast(pl.Float64).alias("close"),
+        pl.col("Close").cast(pl.Float64).alias("close_raw"),
+        factor.alias("adj_factor"),
+        pl.col("Volume").cast(pl.Int64).alias("volume"),
+    ).sort("symbol", "date")

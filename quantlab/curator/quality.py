@@ -50,7 +50,9 @@ def quality_issues(
     dup = bars.group_by("symbol", "date").agg(pl.len().alias("n")).filter(pl.col("n") > 1)
     dups = _issues(dup, "duplicates", pl.format("{} bars for this symbol and date", pl.col("n")))
 
-    bad_price = pl.any_horizontal([pl.col(c).is_null() | pl.col(c).is_nan() | (pl.col(c) <= 0) for c in _PRICES])
+    bad_price = pl.any_horizontal(
+        [pl.col(c).is_null() | pl.col(c).is_nan() | (pl.col(c) <= 0) for c in _PRICES]
+    )
     non_pos = _issues(
         bars.filter(bad_price),
         "non_positive_price",
@@ -59,7 +61,9 @@ def quality_issues(
 
     hi, lo = pl.max_horizontal("open", "close"), pl.min_horizontal("open", "close")
     tol = 1.0 + REL_TOL  # adjusted prices are products of two rounded numbers: allow a rounding error
-    ohlc_bad = (pl.col("high") * tol < hi) | (pl.col("low") > lo * tol) | (pl.col("high") * tol < pl.col("low"))
+    ohlc_bad = (
+        (pl.col("high") * tol < hi) | (pl.col("low") > lo * tol) | (pl.col("high") * tol < pl.col("low"))
+    )
     ohlc = _issues(
         bars.filter(~bad_price & ohlc_bad),
         "ohlc_consistency",
@@ -73,7 +77,10 @@ def quality_issues(
     )
 
     expected = (
-        pl.DataFrame({"symbol": list(first_dates), "first": list(first_dates.values())}, schema={"symbol": pl.String, "first": pl.Date})
+        pl.DataFrame(
+            {"symbol": list(first_dates), "first": list(first_dates.values())},
+            schema={"symbol": pl.String, "first": pl.Date},
+        )
         .join(pl.DataFrame({"date": sessions}, schema={"date": pl.Date}), how="cross")
         .filter(pl.col("date") >= pl.col("first"))
         .select("symbol", "date")

@@ -44,8 +44,12 @@ LABELS: dict[str, LabelDef] = {
         LabelDef("fwd_ret_5", 5, "close(t+5) / close(t) - 1"),
         LabelDef("fwd_ret_20", 20, "close(t+20) / close(t) - 1"),
         LabelDef("fwd_dir_5", 5, "1.0 if fwd_ret_5 > 0 else 0.0"),
-        LabelDef("fwd_excess_5", 5, "fwd_ret_5 minus the equal-weight mean fwd_ret_5 of the symbols with a "
-                 "known fwd_ret_5 that date; asof_date is the latest asof_date among them"),
+        LabelDef(
+            "fwd_excess_5",
+            5,
+            "fwd_ret_5 minus the equal-weight mean fwd_ret_5 of the symbols with a "
+            "known fwd_ret_5 that date; asof_date is the latest asof_date among them",
+        ),
     )
 }
 LABEL_NAMES: tuple[str, ...] = tuple(LABELS)
@@ -118,11 +122,13 @@ def compute_labels(ohlcv: pl.DataFrame, names: Sequence[str] = LABEL_NAMES) -> p
     row, li = known // k, pl.Series(known % k)
     asof = wide.select(f"a{i}" for i in range(k)).to_numpy(order="c").ravel()[known].astype(np.int32)
     date, symbol = panel.keys(df.get_column(_SID).gather(row), df.get_column(_DAY).gather(row))
-    return pl.DataFrame([
-        date,
-        symbol,
-        pl.Series("label", names, pl.String).gather(li),
-        pl.Series("horizon", [LABELS[n].horizon for n in names], pl.Int32).gather(li),
-        pl.Series("asof_date", asof + panel.first_day).cast(pl.Date),
-        pl.Series("value", values[known]),
-    ])
+    return pl.DataFrame(
+        [
+            date,
+            symbol,
+            pl.Series("label", names, pl.String).gather(li),
+            pl.Series("horizon", [LABELS[n].horizon for n in names], pl.Int32).gather(li),
+            pl.Series("asof_date", asof + panel.first_day).cast(pl.Date),
+            pl.Series("value", values[known]),
+        ]
+    )

@@ -52,7 +52,15 @@ __all__ = [
 LIBRARY_VERSION = "features/1"
 
 OHLCV_COLUMNS: tuple[str, ...] = (
-    "symbol", "date", "open", "high", "low", "close", "close_raw", "adj_factor", "volume",
+    "symbol",
+    "date",
+    "open",
+    "high",
+    "low",
+    "close",
+    "close_raw",
+    "adj_factor",
+    "volume",
 )
 ANNUALIZATION = math.sqrt(252.0)
 _EPS = 1e-12  # relative size below which a denominator (dispersion, mean absolute return) counts as zero
@@ -100,8 +108,13 @@ def _div(num: pl.Expr, den: pl.Expr, scale: pl.Expr | float = 1.0) -> pl.Expr:
 # eager polars would otherwise evaluate a repeated window expression once per occurrence.
 _HELPERS: dict[str, tuple[int, Callable[[], pl.Expr], tuple[str, ...]]] = {
     "_r": (1, lambda: _finite(_C / _PC - 1), ()),
-    "_tr": (1, lambda: pl.when(_PC.is_not_null()).then(  # true range
-        pl.max_horizontal(_H, _PC) - pl.min_horizontal(_L, _PC)), ()),
+    "_tr": (
+        1,
+        lambda: pl.when(_PC.is_not_null()).then(  # true range
+            pl.max_horizontal(_H, _PC) - pl.min_horizontal(_L, _PC)
+        ),
+        (),
+    ),
     "_sma20": (1, lambda: _sym(_C.rolling_mean(20)), ()),
     "_sd20": (1, lambda: _sym(_C.rolling_std(20, ddof=1)), ()),
     "_absr14": (2, lambda: _sym(_R.abs().rolling_mean(14)), ("_r",)),  # mean |return|, 14 days
@@ -162,7 +175,11 @@ class _Impl:
 
 
 def _ts(
-    name: str, lookback: int, description: str, expr: Callable[[], pl.Expr], helpers: tuple[str, ...] = (),
+    name: str,
+    lookback: int,
+    description: str,
+    expr: Callable[[], pl.Expr],
+    helpers: tuple[str, ...] = (),
     kind: Literal["time_series", "cross_sectional"] = "time_series",
 ) -> _Impl:
     return _Impl(FeatureDef(name, lookback, description, kind), expr, helpers)
@@ -180,33 +197,91 @@ _IMPLS: tuple[_Impl, ...] = (
     _ts("mom_20", 21, "20-day simple return of close", lambda: _ret(20)),
     _ts("mom_60", 61, "60-day simple return of close", lambda: _ret(60)),
     _ts("mom_120", 121, "120-day simple return of close", lambda: _ret(120)),
-    _ts("vol_20", 21, "annualized (sqrt 252) sample std (ddof=1) of the last 20 daily returns",
-        lambda: _vol(20), ("_r",)),
-    _ts("vol_60", 61, "annualized (sqrt 252) sample std (ddof=1) of the last 60 daily returns",
-        lambda: _vol(60), ("_r",)),
-    _ts("rsi_14", 15, "RSI in [0, 100] over a fixed window of the last 14 daily returns: 100 * mean gain / "
+    _ts(
+        "vol_20",
+        21,
+        "annualized (sqrt 252) sample std (ddof=1) of the last 20 daily returns",
+        lambda: _vol(20),
+        ("_r",),
+    ),
+    _ts(
+        "vol_60",
+        61,
+        "annualized (sqrt 252) sample std (ddof=1) of the last 60 daily returns",
+        lambda: _vol(60),
+        ("_r",),
+    ),
+    _ts(
+        "rsi_14",
+        15,
+        "RSI in [0, 100] over a fixed window of the last 14 daily returns: 100 * mean gain / "
         "(mean gain + mean loss) with simple averages (not Wilder's recursive smoothing, so it depends only "
-        "on the window); null if all 14 returns are zero", _rsi14, ("_r", "_absr14")),
-    _ts("atr_14", 15, "mean true range (max(high, prev close) - min(low, prev close)) of the last 14 days "
-        "divided by close", lambda: _sym(pl.col("_tr").rolling_mean(14)) / _C, ("_tr",)),
-    _ts("ma_gap_20", 20, "close / 20-day simple moving average of close - 1",
-        lambda: _C / pl.col("_sma20") - 1, ("_sma20",)),
-    _ts("ma_gap_50", 50, "close / 50-day simple moving average of close - 1",
-        lambda: _C / _sym(_C.rolling_mean(50)) - 1),
-    _ts("zscore_20", 20, "(close - 20-day mean of close) / 20-day sample std of close (ddof=1), "
-        "today included; null if the window is flat", _zscore20, ("_sma20", "_sd20")),
-    _ts("volume_ratio_20", 21, "volume / mean volume of the previous 20 days (today excluded, so a spike is "
-        "measured against an uncontaminated baseline)", _volume_ratio20),
+        "on the window); null if all 14 returns are zero",
+        _rsi14,
+        ("_r", "_absr14"),
+    ),
+    _ts(
+        "atr_14",
+        15,
+        "mean true range (max(high, prev close) - min(low, prev close)) of the last 14 days divided by close",
+        lambda: _sym(pl.col("_tr").rolling_mean(14)) / _C,
+        ("_tr",),
+    ),
+    _ts(
+        "ma_gap_20",
+        20,
+        "close / 20-day simple moving average of close - 1",
+        lambda: _C / pl.col("_sma20") - 1,
+        ("_sma20",),
+    ),
+    _ts(
+        "ma_gap_50",
+        50,
+        "close / 50-day simple moving average of close - 1",
+        lambda: _C / _sym(_C.rolling_mean(50)) - 1,
+    ),
+    _ts(
+        "zscore_20",
+        20,
+        "(close - 20-day mean of close) / 20-day sample std of close (ddof=1), "
+        "today included; null if the window is flat",
+        _zscore20,
+        ("_sma20", "_sd20"),
+    ),
+    _ts(
+        "volume_ratio_20",
+        21,
+        "volume / mean volume of the previous 20 days (today excluded, so a spike is "
+        "measured against an uncontaminated baseline)",
+        _volume_ratio20,
+    ),
     _ts("gap_1", 2, "open / previous close - 1", lambda: _O / _PC - 1),
     _ts("range_1", 1, "(high - low) / close", lambda: (_H - _L) / _C),
-    _xs("xs_rank_mom_20", 21, "percentile rank of mom_20 among symbols with a value that date, "
+    _xs(
+        "xs_rank_mom_20",
+        21,
+        "percentile rank of mom_20 among symbols with a value that date, "
         "(rank - 1) / (n - 1) in [0, 1], ties averaged; null if fewer than 2 symbols",
-        lambda: _xs_rank("mom_20"), ("mom_20",)),
-    _xs("xs_z_mom_20", 21, "cross-sectional z-score of mom_20 that date (sample std, ddof=1); null if fewer "
-        "than 2 symbols or zero dispersion", lambda: _xs_z("mom_20"), ("mom_20",)),
-    _ts("beta_60", 61, "beta of the last 60 daily returns to the equal-weight universe return of the same "
+        lambda: _xs_rank("mom_20"),
+        ("mom_20",),
+    ),
+    _xs(
+        "xs_z_mom_20",
+        21,
+        "cross-sectional z-score of mom_20 that date (sample std, ddof=1); null if fewer "
+        "than 2 symbols or zero dispersion",
+        lambda: _xs_z("mom_20"),
+        ("mom_20",),
+    ),
+    _ts(
+        "beta_60",
+        61,
+        "beta of the last 60 daily returns to the equal-weight universe return of the same "
         "dates (mean return of the symbols in the frame with a return that date): rolling cov / var",
-        _beta60, ("_r", "_mu60", "_muu60", "_mru60"), kind="cross_sectional"),
+        _beta60,
+        ("_r", "_mu60", "_muu60", "_mru60"),
+        kind="cross_sectional",
+    ),
 )
 _IMPL: dict[str, _Impl] = {i.defn.name: i for i in _IMPLS}
 
@@ -297,8 +372,9 @@ def _prepare(ohlcv: pl.DataFrame, value_cols: Sequence[str]) -> _Panel:
         code, day, values = code[perm], day[perm], values[perm]
         bad = np.flatnonzero(~strictly_ordered(code, day))
         if bad.size:
-            rows = [(syms[int(code[i])], _EPOCH + dt.timedelta(days=first_day + int(day[i])))
-                    for i in bad[:5]]
+            rows = [
+                (syms[int(code[i])], _EPOCH + dt.timedelta(days=first_day + int(day[i]))) for i in bad[:5]
+            ]
             raise ValueError(f"ohlcv has duplicate (symbol, date) rows, e.g. {rows}")
         back = np.argsort(day, kind="stable")
     frame = values.with_columns(

@@ -17,7 +17,9 @@ class MarketData(dg.ConfigurableResource):
         default_factory=lambda: os.environ.get("QUANTLAB_DATASET", "embedded"),
         description=f"One of {', '.join(DATASETS)}.",
     )
-    synthetic_symbols: int = Field(default_factory=lambda: int(os.environ.get("QUANTLAB_SYNTHETIC_SYMBOLS", "50")))
+    synthetic_symbols: int = Field(
+        default_factory=lambda: int(os.environ.get("QUANTLAB_SYNTHETIC_SYMBOLS", "50"))
+    )
     seed: int = 7
 
     @field_validator("dataset")

@@ -48,13 +48,29 @@ class SchemaViolation(ValueError):
         self.failure_cases = failure_cases
 
 
+def empty_frame(table: str, columns: Sequence[str] | None = None) -> pl.DataFrame:
+    """A typed frame with no rows in the layout of `table`."""
+    cols = TABLES[table].schema.columns
+    return pl.DataFrame(schema={c: cols[c].dtype.type for c in (columns or cols)})
+
+
 def validate(table: str, df: pl.DataFrame) -> pl.DataFrame:
-    """Validate `df` against the table schema (all errors collected), return it in schema column order."""
+    """Validate `df` against the table schema (all errors collected), return it in schema column order.
+
+    A frame with no rows and no columns (a stage that produced nothing) stands for an empty table slice.
+    """
+    if df.width == 0:
+        df = empty_frame(table)
     schema = TABLES[table].schema
     try:
         schema.validate(df, lazy=True)
     except pa.errors.SchemaErrors as exc:
-        raise SchemaViolation(table, exc.failure_cases, str(exc).splitlines()[0]) from None
+        cases = exc.failure_cases
+        summary = cases.group_by("column", "check").agg(pl.len().alias("n")).sort("column", "check")
+        what = "; ".join(
+            f"{r['column'] or '(frame)'}: {r['check']} ({r['n']}x)" for r in summary.iter_rows(named=True)
+        )
+        raise SchemaViolation(table, cases, what) from None
     return df.select(list(schema.columns))
 
 
@@ -104,7 +120,7 @@ class Warehouse(DuckDBResource):
         spec = TABLES[table]
         cols = list(columns) if columns else list(spec.schema.columns)
         if not self.has_table(table):
-            return pl.DataFrame(schema={c: spec.schema.columns[c].dtype.type for c in cols})
+            return empty_frame(table, cols)
         clauses, params = [], []
         if start is not None:
             clauses.append(f"{spec.partition_col} >= ?")

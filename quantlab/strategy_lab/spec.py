@@ -125,4 +125,3 @@ def load_strategies(directory: Path) -> dict[str, StrategySpec]:
     if errors:
         raise ConfigError("\n".join(errors))
     return specs
-

@@ -21,10 +21,15 @@ def strategy_targets(features: pl.DataFrame, spec: StrategySpec) -> pl.DataFrame
     df = features
     if spec.universe.symbols is not None:
         df = df.filter(pl.col("symbol").is_in(spec.universe.symbols))
-    env = {name: df.get_column(name).cast(pl.Float64).fill_null(np.nan).to_numpy() for name in spec.score_expr.names}
+    env = {
+        name: df.get_column(name).cast(pl.Float64).fill_null(np.nan).to_numpy()
+        for name in spec.score_expr.names
+    }
     score = np.broadcast_to(np.asarray(spec.score_expr.evaluate(env), dtype=np.float64), (df.height,))
-    df = df.select("date", "symbol", "vol_20").with_columns(score=pl.Series(score)).filter(
-        pl.col("score").is_not_nan() & pl.col("score").is_finite()
+    df = (
+        df.select("date", "symbol", "vol_20")
+        .with_columns(score=pl.Series(score))
+        .filter(pl.col("score").is_not_nan() & pl.col("score").is_finite())
     )
     port = spec.portfolio
     n_long, n_short = port.long.top, port.short.top
@@ -36,7 +41,9 @@ def strategy_targets(features: pl.DataFrame, spec: StrategySpec) -> pl.DataFrame
     )
     is_long = pl.col("rank_desc") < n_long
     is_short = (pl.col("count") - 1 - pl.col("rank_desc") < n_short) & ~is_long
-    side = pl.when(is_long).then(pl.lit("long")).when(is_short).then(pl.lit("short")).otherwise(pl.lit("flat"))
+    side = (
+        pl.when(is_long).then(pl.lit("long")).when(is_short).then(pl.lit("short")).otherwise(pl.lit("flat"))
+    )
     raw = {
         "equal": pl.lit(1.0),
         "score": pl.col("score").abs(),
@@ -48,14 +55,19 @@ def strategy_targets(features: pl.DataFrame, spec: StrategySpec) -> pl.DataFrame
     ).with_columns(
         weight=pl.when(pl.col("side") == "flat")
         .then(0.0)
-        .otherwise((pl.col("raw") / pl.col("leg_sum") * leg_gross).fill_null(0.0).clip(upper_bound=port.max_weight))
+        .otherwise(
+            (pl.col("raw") / pl.col("leg_sum") * leg_gross).fill_null(0.0).clip(upper_bound=port.max_weight)
+        )
     )
     return df.select(
         "date",
         pl.lit(spec.id).alias("strategy"),
         "symbol",
         "score",
-        pl.when(pl.col("side") == "short").then(-pl.col("weight")).otherwise(pl.col("weight")).alias("weight"),
+        pl.when(pl.col("side") == "short")
+        .then(-pl.col("weight"))
+        .otherwise(pl.col("weight"))
+        .alias("weight"),
         "side",
     ).sort("date", "symbol")
 

@@ -63,7 +63,11 @@ def approve(targets: pl.DataFrame, kpis_full: pl.DataFrame, limits: RiskLimits) 
         df = df.with_columns(
             w=_scaled(name, rule, hit) if rule.action == "scale" else _W,
             flags=pl.when(hit)
-            .then(pl.when(pl.col("flags") == "").then(text).otherwise(pl.concat_str([pl.col("flags"), text], separator="; ")))
+            .then(
+                pl.when(pl.col("flags") == "")
+                .then(text)
+                .otherwise(pl.concat_str([pl.col("flags"), text], separator="; "))
+            )
             .otherwise(pl.col("flags")),
             rejected=pl.col("rejected") | (hit & pl.lit(rule.action == "reject")),
         )

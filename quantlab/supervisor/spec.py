@@ -17,9 +17,11 @@ from quantlab.config import Strict, load_yaml_model
 
 Action = Literal["flag", "scale", "reject"]
 
+
 class Rule(Strict):
     limit: float = Field(ge=0)
     action: Action
+
 
 class RiskLimits(Strict):
     """Per-strategy overrides: any rule given here replaces the global one."""
@@ -29,6 +31,7 @@ class RiskLimits(Strict):
     max_gross: Rule | None = None
     max_net: Rule | None = None
     max_drawdown: Rule | None = None
+
 
 class SupervisorSpec(Strict):
     rules: RiskLimits = RiskLimits(
@@ -43,6 +46,7 @@ class SupervisorSpec(Strict):
         """The effective rules for a strategy: its own where given, the global ones elsewhere."""
         merged = self.rules.model_dump() | {k: v for k, v in overrides.model_dump().items() if v is not None}
         return RiskLimits.model_validate(merged)
+
 
 def load_supervisor(path: Path) -> SupervisorSpec:
     """`supervisor.yaml` if it exists, else the defaults."""

@@ -67,7 +67,10 @@ def allocate_range(
     strategy) pairs the supervisor rejected, which get no capital that day.
     """
     vol_col = f"annual_volatility_{world.allocation.vol_window}"
-    vols = {(r["date"], r["strategy"]): r[vol_col] for r in metrics_panel.select("date", "strategy", vol_col).iter_rows(named=True)}
+    vols = {
+        (r["date"], r["strategy"]): r[vol_col]
+        for r in metrics_panel.select("date", "strategy", vol_col).iter_rows(named=True)
+    }
     rows: list[dict] = []
     last = [(r["strategy"], r["side"], r["weight"]) for r in previous.iter_rows(named=True)]
     for (day,), grp in decisions.sort("date").group_by("date", maintain_order=True):
@@ -82,11 +85,20 @@ def allocate_range(
             score = live.get_column("score").fill_null(np.nan).to_numpy().astype(np.float64)
             w = allocation_weights(world, side_list, vol, score)
             current = [(s, side_list[i], float(w[i])) for i, s in enumerate(ids)]
-        rows.extend({"world": world.id, "date": day, "strategy": s, "side": side, "weight": wt} for s, side, wt in current)
+        rows.extend(
+            {"world": world.id, "date": day, "strategy": s, "side": side, "weight": wt}
+            for s, side, wt in current
+        )
         last = current
     return pl.DataFrame(
         rows,
-        schema={"world": pl.String, "date": pl.Date, "strategy": pl.String, "side": pl.String, "weight": pl.Float64},
+        schema={
+            "world": pl.String,
+            "date": pl.Date,
+            "strategy": pl.String,
+            "side": pl.String,
+            "weight": pl.Float64,
+        },
     )
 
 
@@ -105,7 +117,9 @@ def world_returns(
     `days_[0]`; `prev_equity`/`prev_peak` the track's
     state at that session (1.0 / 1.0 for a new world).
     """
-    alloc = pl.concat([prev_alloc.select(allocations.columns), allocations]) if prev_alloc.height else allocations
+    alloc = (
+        pl.concat([prev_alloc.select(allocations.columns), allocations]) if prev_alloc.height else allocations
+    )
     by_day: dict[dt.date, dict[str, float]] = {}
     for r in alloc.iter_rows(named=True):
         by_day.setdefault(r["date"], {})[r["strategy"]] = r["weight"]
@@ -116,6 +130,15 @@ def world_returns(
         ret = float(sum(wt * (net.get((day, s)) or 0.0) for s, wt in held.items()))
         equity *= 1.0 + ret
         peak = max(peak, equity)
-        out.append({"world": world_id, "date": day, "ret": ret, "equity": equity, "drawdown": 1.0 - equity / peak,
-                    "exposure": float(sum(held.values())), "n_live": len(held)})
+        out.append(
+            {
+                "world": world_id,
+                "date": day,
+                "ret": ret,
+                "equity": equity,
+                "drawdown": 1.0 - equity / peak,
+                "exposure": float(sum(held.values())),
+                "n_live": len(held),
+            }
+        )
     return pl.DataFrame(out, schema_overrides={"date": pl.Date, "n_live": pl.Int64})

@@ -82,7 +82,9 @@ class Plan:
     rules: tuple[RuleRow, ...]
 
 
-def _eval_gate(gate: Gate, env: Mapping[str, np.ndarray], policy: str, n: int) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+def _eval_gate(
+    gate: Gate, env: Mapping[str, np.ndarray], policy: str, n: int
+) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
     """(passed, missing-metric used, failed-leaf texts per strategy) of a gate tree under a missing policy."""
     if gate.op == "expr":
         assert gate.expr is not None
@@ -97,7 +99,7 @@ def _eval_gate(gate: Gate, env: Mapping[str, np.ndarray], policy: str, n: int) -
     parts = [_eval_gate(c, env, policy, n) for c in gate.children]
     missing = np.logical_or.reduce([p[1] for p in parts])
     if gate.op == "not":
-        passed = ~parts[0][0]
+        passed = np.where(missing, policy != "fail", ~parts[0][0])
         texts = [[f"not ({gate.children[0].canonical()})"] if not p else [] for p in passed]
         return passed, missing, texts
     stacked = np.vstack([p[0] for p in parts])
@@ -125,11 +127,17 @@ def decide(snap: Snapshot) -> Plan:  # noqa: C901 - the decision order reads bes
     max_lag = days(w.data_currency.max_lag)
     stale = snap.data_lag > max_lag
     rows.append(
-        RuleRow("*", "data_currency", "data_currency", "fail" if stale else "pass", "*",
-                "stale_data" if stale else "data_current",
-                f"newest bar is {snap.data_lag} sessions old (max {max_lag})"
-                + ("; evaluate-only: no promotions, allocation frozen" if stale else ""),
-                {"data_lag": snap.data_lag, "max_lag": max_lag})
+        RuleRow(
+            "*",
+            "data_currency",
+            "data_currency",
+            "fail" if stale else "pass",
+            "*",
+            "stale_data" if stale else "data_current",
+            f"newest bar is {snap.data_lag} sessions old (max {max_lag})"
+            + ("; evaluate-only: no promotions, allocation frozen" if stale else ""),
+            {"data_lag": snap.data_lag, "max_lag": max_lag},
+        )
     )
 
     # 2. sample sufficiency and stage warm-up
@@ -137,20 +145,53 @@ def decide(snap: Snapshot) -> Plan:  # noqa: C901 - the decision order reads bes
     sample = np.broadcast_to(env["sample_days"], (n,))
     paper_days = np.broadcast_to(env["paper_days"], (n,))
     enough = np.nan_to_num(sample, nan=0.0) >= min_hist
-    pending = np.array([prev_stage[i] in ACTIVE and np.nan_to_num(paper_days[i]) < w.min_days(prev_stage[i]) for i in range(n)])
+    pending = np.array(
+        [
+            prev_stage[i] in ACTIVE and np.nan_to_num(paper_days[i]) < w.min_days(prev_stage[i])
+            for i in range(n)
+        ]
+    )
     for i, sid in enumerate(snap.strategies):
         if not enough[i]:
-            rows.append(RuleRow(sid, "sample", "sample", "fail", prev_stage[i], "insufficient_history",
-                                f"{int(np.nan_to_num(sample[i]))} sessions of returns < {min_hist}",
-                                {"sample_days": int(np.nan_to_num(sample[i])), "min_history": min_hist}))
+            rows.append(
+                RuleRow(
+                    sid,
+                    "sample",
+                    "sample",
+                    "fail",
+                    prev_stage[i],
+                    "insufficient_history",
+                    f"{int(np.nan_to_num(sample[i]))} sessions of returns < {min_hist}",
+                    {"sample_days": int(np.nan_to_num(sample[i])), "min_history": min_hist},
+                )
+            )
         elif pending[i]:
             need = w.min_days(prev_stage[i])
-            rows.append(RuleRow(sid, "sample", "sample", "pass", prev_stage[i], "stage_pending",
-                                f"{int(paper_days[i])} of {need} sessions in {prev_stage[i]} before its gates apply",
-                                {"stage_days": int(paper_days[i]), "min_days": need}))
+            rows.append(
+                RuleRow(
+                    sid,
+                    "sample",
+                    "sample",
+                    "pass",
+                    prev_stage[i],
+                    "stage_pending",
+                    f"{int(np.nan_to_num(paper_days[i]))} of {need} sessions in {prev_stage[i]} before its gates apply",
+                    {"stage_days": int(np.nan_to_num(paper_days[i])), "min_days": need},
+                )
+            )
         else:
-            rows.append(RuleRow(sid, "sample", "sample", "pass", prev_stage[i], "sample_ok",
-                                f"{int(sample[i])} sessions of returns >= {min_hist}", {"sample_days": int(sample[i])}))
+            rows.append(
+                RuleRow(
+                    sid,
+                    "sample",
+                    "sample",
+                    "pass",
+                    prev_stage[i],
+                    "sample_ok",
+                    f"{int(sample[i])} sessions of returns >= {min_hist}",
+                    {"sample_days": int(sample[i])},
+                )
+            )
 
     # 3. gates of the current stage
     gate_ok = np.zeros(n, dtype=bool)
@@ -165,8 +206,18 @@ def decide(snap: Snapshot) -> Plan:  # noqa: C901 - the decision order reads bes
             sid = snap.strategies[i]
             values = _fmt(env, gate.names, i, n)
             if not enough[i] or pending[i]:
-                rows.append(RuleRow(sid, f"gates_{stage}", "gates", "skip", stage, "not_evaluated",
-                                    "gates not evaluated (sample or stage warm-up)", {"metrics": values}))
+                rows.append(
+                    RuleRow(
+                        sid,
+                        f"gates_{stage}",
+                        "gates",
+                        "skip",
+                        stage,
+                        "not_evaluated",
+                        "gates not evaluated (sample or stage warm-up)",
+                        {"metrics": values},
+                    )
+                )
                 continue
             if missing[i] and w.on_missing_metric != "ignore":
                 status = "fail" if w.on_missing_metric == "fail" else "warn"
@@ -176,7 +227,9 @@ def decide(snap: Snapshot) -> Plan:  # noqa: C901 - the decision order reads bes
             reason = "all gates pass" if passed[i] else "failed: " + "; ".join(texts[i])
             if missing[i]:
                 reason += f" (missing metric, on_missing_metric={w.on_missing_metric})"
-            rows.append(RuleRow(sid, f"gates_{stage}", "gates", status, stage, code, reason, {"metrics": values}))
+            rows.append(
+                RuleRow(sid, f"gates_{stage}", "gates", status, stage, code, reason, {"metrics": values})
+            )
 
     # 4. score
     with np.errstate(all="ignore"):
@@ -202,12 +255,31 @@ def decide(snap: Snapshot) -> Plan:  # noqa: C901 - the decision order reads bes
             if worst is not None and corr[worst] > sel.correlation.max_pairwise:
                 other = snap.strategies[chosen[worst]]
                 code[i] = "correlated"
-                rows.append(RuleRow(sid, "correlation", "correlation", "fail", prev_stage[i], "correlated",
-                                    f"correlation {corr[worst]:.3f} with {other} > {sel.correlation.max_pairwise}",
-                                    {"with": other, "correlation": round(float(corr[worst]), 6)}))
+                rows.append(
+                    RuleRow(
+                        sid,
+                        "correlation",
+                        "correlation",
+                        "fail",
+                        prev_stage[i],
+                        "correlated",
+                        f"correlation {corr[worst]:.3f} with {other} > {sel.correlation.max_pairwise}",
+                        {"with": other, "correlation": round(float(corr[worst]), 6)},
+                    )
+                )
                 continue
-            rows.append(RuleRow(sid, "correlation", "correlation", "pass", prev_stage[i], "uncorrelated",
-                                f"max correlation with selected strategies <= {sel.correlation.max_pairwise}", {}))
+            rows.append(
+                RuleRow(
+                    sid,
+                    "correlation",
+                    "correlation",
+                    "pass",
+                    prev_stage[i],
+                    "uncorrelated",
+                    f"max correlation with selected strategies <= {sel.correlation.max_pairwise}",
+                    {},
+                )
+            )
         quota = sel.topk.by_side.get(side)
         if quota is not None and side_count.get(side, 0) >= quota:
             code[i] = "side_quota_full"
@@ -220,12 +292,32 @@ def decide(snap: Snapshot) -> Plan:  # noqa: C901 - the decision order reads bes
         code[i] = "selected"
     for i, sid in enumerate(snap.strategies):
         if code[i] == "not_eligible":
-            code[i] = ("insufficient_history" if not enough[i] else "stage_pending" if pending[i]
-                       else "missing_metric" if (missing_any[i] or score_missing[i]) and not gate_ok[i] else "gate_failed")
+            if not enough[i]:
+                code[i] = "insufficient_history"
+            elif pending[i]:
+                code[i] = "stage_pending"
+            elif not gate_ok[i]:
+                code[i] = "missing_metric" if missing_any[i] else "gate_failed"
+            else:
+                code[i] = "missing_metric"  # gates passed; the score is missing under on_missing_metric=fail
         s = None if score_missing[i] else round(float(score[i]), 6)
-        status = "pass" if selected[i] else ("skip" if code[i] in ("insufficient_history", "stage_pending") else "fail")
-        rows.append(RuleRow(sid, "selection", "selection", status, prev_stage[i], code[i],
-                            f"score {s}: {code[i].replace('_', ' ')}", {"score": s, "side": snap.sides[i]}))
+        status = (
+            "pass"
+            if selected[i]
+            else ("skip" if code[i] in ("insufficient_history", "stage_pending") else "fail")
+        )
+        rows.append(
+            RuleRow(
+                sid,
+                "selection",
+                "selection",
+                status,
+                prev_stage[i],
+                code[i],
+                f"score {s}: {code[i].replace('_', ' ')}",
+                {"score": s, "side": snap.sides[i]},
+            )
+        )
 
     # 6-7. hysteresis and stage transitions
     hyst = sel.hysteresis
@@ -234,8 +326,11 @@ def decide(snap: Snapshot) -> Plan:  # noqa: C901 - the decision order reads bes
     for i, (sid, prev) in enumerate(zip(snap.strategies, snap.previous, strict=True)):
         new, reason = prev, code[i]
         if not stale and not pending[i]:
-            new = (replace(prev, pass_streak=prev.pass_streak + 1, fail_streak=0) if selected[i]
-                   else replace(prev, pass_streak=0, fail_streak=prev.fail_streak + 1))
+            new = (
+                replace(prev, pass_streak=prev.pass_streak + 1, fail_streak=0)
+                if selected[i]
+                else replace(prev, pass_streak=0, fail_streak=prev.fail_streak + 1)
+            )
             dwell = 10**9 if prev.stage_since is None else sessions_between(prev.stage_since, snap.date)
             target = None
             if dwell >= min_dwell:
@@ -245,18 +340,45 @@ def decide(snap: Snapshot) -> Plan:  # noqa: C901 - the decision order reads bes
                     target = "inactive" if prev.stage == "live" else "backtest"
             if target is not None:
                 new = State(stage=target, stage_since=snap.date)
-                reason = f"{'promoted' if target in ACTIVE and prev.stage != 'live' else 'demoted'}_to_{target}"
+                reason = (
+                    f"{'promoted' if target in ACTIVE and prev.stage != 'live' else 'demoted'}_to_{target}"
+                )
         elif stale:
             reason = "evaluate_only"
         status = "fail" if (prev.stage == "live" and new.stage != "live") else "pass"
-        rows.append(RuleRow(sid, "lifecycle", "lifecycle", status, prev.stage, reason,
-                            f"{prev.stage} -> {new.stage} (pass streak {new.pass_streak}, fail streak {new.fail_streak})",
-                            {"from": prev.stage, "to": new.stage}))
+        rows.append(
+            RuleRow(
+                sid,
+                "lifecycle",
+                "lifecycle",
+                status,
+                prev.stage,
+                reason,
+                f"{prev.stage} -> {new.stage} (pass streak {new.pass_streak}, fail streak {new.fail_streak})",
+                {"from": prev.stage, "to": new.stage},
+            )
+        )
         states.append(new)
         reasons.append(reason)
     n_live = sum(s.stage == "live" for s in states)
-    rows.append(RuleRow("*", "world_selection", "selection", "pass" if n_live else "warn", "*",
-                        "has_live" if n_live else "no_live_strategy",
-                        f"{n_live} live strategies" if n_live else "no live strategy: the world holds cash", {}))
-    return Plan(snap.date, tuple(states), tuple(bool(x) for x in selected), tuple(float(x) for x in score),
-                tuple(reasons), stale, tuple(rows))
+    rows.append(
+        RuleRow(
+            "*",
+            "world_selection",
+            "selection",
+            "pass" if n_live else "warn",
+            "*",
+            "has_live" if n_live else "no_live_strategy",
+            f"{n_live} live strategies" if n_live else "no live strategy: the world holds cash",
+            {},
+        )
+    )
+    return Plan(
+        snap.date,
+        tuple(states),
+        tuple(bool(x) for x in selected),
+        tuple(float(x) for x in score),
+        tuple(reasons),
+        stale,
+        tuple(rows),
+    )

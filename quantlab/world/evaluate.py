@@ -52,10 +52,14 @@ def _input_hash(snap: Snapshot) -> str:
     doc = {
         "date": snap.date.isoformat(),
         "strategies": snap.strategies,
-        "metrics": {k: [None if np.isnan(x) else float(x) for x in np.broadcast_to(v, (len(snap.strategies),))]
-                    for k, v in sorted(snap.metrics.items())},
+        "metrics": {
+            k: [None if np.isnan(x) else float(x) for x in np.broadcast_to(v, (len(snap.strategies),))]
+            for k, v in sorted(snap.metrics.items())
+        },
         "data_lag": snap.data_lag,
-        "correlation": None if snap.correlation is None else np.nan_to_num(snap.correlation, nan=9.0).round(12).tolist(),
+        "correlation": None
+        if snap.correlation is None
+        else np.nan_to_num(snap.correlation, nan=9.0).round(12).tolist(),
         "previous": [[s.stage, str(s.stage_since), s.pass_streak, s.fail_streak] for s in snap.previous],
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
@@ -63,8 +67,10 @@ def _input_hash(snap: Snapshot) -> str:
 
 def previous_states(decisions: pl.DataFrame, members: list[str]) -> tuple[State, ...]:
     """States from the latest stored decision rows (one date); new strategies start in `backtest`."""
-    by_id = {r["strategy"]: State(r["stage"], r["stage_since"], r["pass_streak"], r["fail_streak"])
-             for r in decisions.iter_rows(named=True)}
+    by_id = {
+        r["strategy"]: State(r["stage"], r["stage_since"], r["pass_streak"], r["fail_streak"])
+        for r in decisions.iter_rows(named=True)
+    }
     return tuple(by_id.get(m, State()) for m in members)
 
 
@@ -96,12 +102,21 @@ def evaluate_world(
     )
     panel = grid.join(panel, on=["date", "strategy"], how="left").sort("date", "strategy")
     order = {m: i for i, m in enumerate(members)}
-    panel = panel.with_columns(_o=pl.col("strategy").replace_strict(order, return_dtype=pl.Int64)).sort("date", "_o")
-    values = {name: panel.get_column(name).fill_null(np.nan).to_numpy().reshape(len(days_), len(members)) for name in names}
+    panel = panel.with_columns(_o=pl.col("strategy").replace_strict(order, return_dtype=pl.Int64)).sort(
+        "date", "_o"
+    )
+    values = {
+        name: panel.get_column(name).fill_null(np.nan).to_numpy().reshape(len(days_), len(members))
+        for name in names
+    }
 
     ret_dates, ret_ids, net = returns_matrix(returns.filter(pl.col("strategy").is_in(members)), "net")
     col = {s: i for i, s in enumerate(ret_ids)}
-    net = np.column_stack([net[:, col[m]] if m in col else np.full(len(ret_dates), np.nan) for m in members]) if members else net
+    net = (
+        np.column_stack([net[:, col[m]] if m in col else np.full(len(ret_dates), np.nan) for m in members])
+        if members
+        else net
+    )
     ret_pos = np.array(ret_dates, dtype="datetime64[D]")
     corr_cfg = world.selection.correlation
     corr_len = None if corr_cfg is None else KPI_WINDOWS[world.kpi_window(corr_cfg.window)]
@@ -120,31 +135,61 @@ def evaluate_world(
                 track = track[~np.isnan(track)]
                 paper_days[i] = sessions_between(s.stage_since, day)
                 sharpe_paper[i] = metrics.sharpe_ratio(track)
-        corr = None if corr_cfg is None else _corr(net[max(0, upto - (corr_len or upto)):upto])
+        corr = None if corr_cfg is None else _corr(net[max(0, upto - (corr_len or upto)) : upto])
         env = {name: values[name][k] for name in names}
-        env.update(paper_days=paper_days, sharpe_paper=sharpe_paper, data_lag=np.full(len(members), float(lags[day])))
+        env.update(
+            paper_days=paper_days, sharpe_paper=sharpe_paper, data_lag=np.full(len(members), float(lags[day]))
+        )
         snap = Snapshot(world, day, tuple(members), tuple(sides), env, lags[day], corr, state)
         plan = decide(snap)
         ihash = _input_hash(snap)
         plans.append(plan)
         for i, m in enumerate(members):
             st = plan.states[i]
-            decisions.append({
-                "world": world.id, "date": day, "strategy": m, "policy_version": world.policy_version,
-                "ruleset_hash": world.ruleset_hash, "input_hash": ihash, "stage": st.stage,
-                "stage_since": st.stage_since or day, "pass_streak": st.pass_streak, "fail_streak": st.fail_streak,
-                "selected": plan.selected[i], "score": None if np.isnan(plan.scores[i]) else plan.scores[i],
-                "reason_code": plan.reason_codes[i], "evaluate_only": plan.evaluate_only,
-            })
+            decisions.append(
+                {
+                    "world": world.id,
+                    "date": day,
+                    "strategy": m,
+                    "policy_version": world.policy_version,
+                    "ruleset_hash": world.ruleset_hash,
+                    "input_hash": ihash,
+                    "stage": st.stage,
+                    "stage_since": st.stage_since,
+                    "pass_streak": st.pass_streak,
+                    "fail_streak": st.fail_streak,
+                    "selected": plan.selected[i],
+                    "score": None if np.isnan(plan.scores[i]) else plan.scores[i],
+                    "reason_code": plan.reason_codes[i],
+                    "evaluate_only": plan.evaluate_only,
+                }
+            )
         for r in plan.rules:
             policy = world.rule(r.family)
-            rules.append({
-                "world": world.id, "date": day, "strategy": r.strategy, "rule": r.rule, "family": r.family,
-                "stage": r.stage, "status": r.status, "severity": policy.severity, "owner": policy.owner,
-                "reason_code": r.reason_code, "reason": r.reason, "details": json.dumps(r.details, sort_keys=True),
-            })
+            rules.append(
+                {
+                    "world": world.id,
+                    "date": day,
+                    "strategy": r.strategy,
+                    "rule": r.rule,
+                    "family": r.family,
+                    "stage": r.stage,
+                    "status": r.status,
+                    "severity": policy.severity,
+                    "owner": policy.owner,
+                    "reason_code": r.reason_code,
+                    "reason": r.reason,
+                    "details": json.dumps(r.details, sort_keys=True),
+                }
+            )
         state = plan.states
-    dec_schema = {"stage_since": pl.Date, "date": pl.Date, "score": pl.Float64, "pass_streak": pl.Int64, "fail_streak": pl.Int64}
+    dec_schema = {
+        "stage_since": pl.Date,
+        "date": pl.Date,
+        "score": pl.Float64,
+        "pass_streak": pl.Int64,
+        "fail_streak": pl.Int64,
+    }
     return (
         pl.DataFrame(decisions, schema_overrides=dec_schema),
         pl.DataFrame(rules, schema_overrides={"date": pl.Date}),

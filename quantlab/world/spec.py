@@ -35,8 +35,10 @@ _DAYS = re.compile(r"^(\d+)d$")
 
 
 def days(value: str | int) -> int:
-    """`'20d'` or `20` -> 20 (sessions)."""
+    """`'20d'` or `20` -> 20 (sessions); negative counts are rejected."""
     if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{value} is negative: a number of sessions must be >= 0")
         return value
     m = _DAYS.match(str(value))
     if not m:
@@ -70,7 +72,9 @@ class DataCurrency(Strict):
 
 
 class StageProfile(Strict):
-    gates: Any = Field(description="A gate: expression string, {and: [...]}, {or: [...]}, {not: ...} or a list.")
+    gates: Any = Field(
+        description="A gate: expression string, {and: [...]}, {or: [...]}, {not: ...} or a list."
+    )
     min_days: Sessions = Field(default="0d", description="Sessions in this stage before its gates apply.")
 
 
@@ -100,7 +104,11 @@ class Selection(Strict):
 class Allocation(Strict):
     method: Literal["equal", "inverse_vol", "score"] = "equal"
     max_weight: float = Field(default=1.0, gt=0, le=1)
-    gross_budget: dict[Literal["long", "short", "long_short"], float] = {"long": 1.0, "short": 1.0, "long_short": 1.0}
+    gross_budget: dict[Literal["long", "short", "long_short"], float] = {
+        "long": 1.0,
+        "short": 1.0,
+        "long_short": 1.0,
+    }
     vol_window: str = "mid"
 
 
@@ -130,7 +138,9 @@ class WorldSpec(Strict):
     stages: dict[Literal["backtest", "paper", "live"], StageProfile]
     selection: Selection
     allocation: Allocation = Allocation()
-    rules: dict[Literal["data_currency", "sample", "gates", "correlation", "selection", "lifecycle"], RulePolicy] = {}
+    rules: dict[
+        Literal["data_currency", "sample", "gates", "correlation", "selection", "lifecycle"], RulePolicy
+    ] = {}
     on_missing_metric: Literal["fail", "warn", "ignore"] = "fail"
 
     @field_validator("windows")
@@ -140,14 +150,17 @@ class WorldSpec(Strict):
             if not re.fullmatch(r"[a-z][a-z0-9]*", name) or name == "full":
                 raise ValueError(f"window name '{name}' must be lower-case letters/digits and not 'full'")
             if kpi_window not in KPI_WINDOWS:
-                raise ValueError(f"window '{name}: {kpi_window}' is not a KPI window ({', '.join(KPI_WINDOWS)})")
+                raise ValueError(
+                    f"window '{name}: {kpi_window}' is not a KPI window ({', '.join(KPI_WINDOWS)})"
+                )
         return v
 
-    @model_validator(mode="after")
-    def _stages(self) -> WorldSpec:
-        if "backtest" not in self.stages or "paper" not in self.stages:
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, v: dict[str, StageProfile]) -> dict[str, StageProfile]:
+        if "backtest" not in v or "paper" not in v:
             raise ValueError("stages must define at least `backtest` and `paper` profiles")
-        return self
+        return v
 
     def rule(self, family: str) -> RulePolicy:
         return self.rules.get(family, DEFAULT_RULES[family])  # type: ignore[call-overload]
@@ -207,14 +220,19 @@ def _check(world: WorldSpec, strategies: dict[str, StrategySpec]) -> None:
         world.gates  # noqa: B018 - parse at load; errors carry their path
     except ExpressionError as exc:
         raise ValueError(str(exc) if exc.path else f"stages: {exc}") from None
-    for profile in world.stages.values():
-        days(profile.min_days)
+    for stage, profile in world.stages.items():
+        try:
+            days(profile.min_days)
+        except ValueError as exc:
+            raise ValueError(f"stages.{stage}.min_days: {exc}") from None
     try:
         world.score_expr  # noqa: B018 - parse at load
     except ValueError as exc:
         raise ValueError(f"selection.score: {exc}") from None
     if world.selection.correlation and world.selection.correlation.window not in (*world.windows, "full"):
-        raise ValueError(f"selection.correlation.window: undefined window '{world.selection.correlation.window}'")
+        raise ValueError(
+            f"selection.correlation.window: undefined window '{world.selection.correlation.window}'"
+        )
     if world.allocation.vol_window not in (*world.windows, "full"):
         raise ValueError(f"allocation.vol_window: undefined window '{world.allocation.vol_window}'")
     if world.strategies.ids is not None:
@@ -226,13 +244,19 @@ def _check(world: WorldSpec, strategies: dict[str, StrategySpec]) -> None:
         raise ValueError("strategies: the selector matches no existing strategy")
     topk = world.selection.topk
     if topk.total > len(members):
-        raise ValueError(f"selection.topk.total: {topk.total} exceeds the {len(members)} candidate strategies")
+        raise ValueError(
+            f"selection.topk.total: {topk.total} exceeds the {len(members)} candidate strategies"
+        )
     for side, k in topk.by_side.items():
         n = sum(1 for m in members if strategies[m].side == side)
         if k > n:
-            raise ValueError(f"selection.topk.by_side.{side}: {k} exceeds the {n} candidate {side} strategies")
-    hyst = world.selection.hysteresis
-    days(hyst.min_dwell)
+            raise ValueError(
+                f"selection.topk.by_side.{side}: {k} exceeds the {n} candidate {side} strategies"
+            )
+    try:
+        days(world.selection.hysteresis.min_dwell)
+    except ValueError as exc:
+        raise ValueError(f"selection.hysteresis.min_dwell: {exc}") from None
 
 
 def load_world(path: Path, strategies: dict[str, StrategySpec]) -> WorldSpec:

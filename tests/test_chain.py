@@ -1,0 +1,236 @@
+"""The chain in real Dagster runs on the embedded data, into a real DuckDB file.
+
+One module-scoped base run materializes a warm-up range; tests then run single partitions and ranges on
+copies of that warehouse. The worlds here are small test worlds (short windows, quick promotions) so that
+strategies move through their stages within the few months the tests can afford.
+"""
+
+import datetime as dt
+import shutil
+import warnings
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from quantlab.calendar import sessions
+from quantlab.definitions import CHAIN_JOB, build_definitions
+from quantlab.jobs import HISTORY_JOB
+from quantlab.resources import Warehouse
+from quantlab.schemas import TABLES
+
+warnings.filterwarnings("ignore", message=".*(beta|preview).*")
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = (dt.date(2011, 9, 1), dt.date(2012, 2, 29))  # warm-up: features, strategies and worlds get going
+DAYS = sessions(dt.date(2012, 3, 1), dt.date(2012, 3, 7))  # five sessions after the base range
+
+TEST_WORLD = """
+id: {id}
+description: test world
+owners: [tests]
+strategies: {{tags: [{tag}]}}
+windows: {{short: 20d, mid: 20d, long: 60d}}
+data_currency: {{max_lag: 3d, min_history: 20d}}
+stages:
+  backtest: {{gates: {{and: ["sharpe_short >= -5", "max_dd_short <= 0.9"]}}}}
+  paper: {{min_days: 2d, gates: "sample_days >= 1"}}
+selection:
+  score: "sharpe_short - max_dd_short"
+  topk: {{total: 2}}
+  correlation: {{max_pairwise: 0.99, window: short}}
+  hysteresis: {{promote_after: 1, demote_after: 3, min_dwell: 2d}}
+allocation: {{method: inverse_vol, max_weight: 0.7, vol_window: short}}
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    shutil.copytree(REPO / "strategies", root / "strategies")
+    shutil.copy(REPO / "supervisor.yaml", root / "supervisor.yaml")
+    (root / "worlds").mkdir()
+    (root / "worlds" / "alpha.yaml").write_text(TEST_WORLD.format(id="alpha", tag="equity"))
+    (root / "worlds" / "beta.yaml").write_text(TEST_WORLD.format(id="beta", tag="momentum"))
+    return root
+
+
+def _defs(project: Path, db: Path) -> dg.Definitions:
+    return build_definitions(project_root=str(project), warehouse=Warehouse(database=str(db)))
+
+
+def _run_range(defs: dg.Definitions, start: dt.date, end: dt.date, instance: dg.DagsterInstance):
+    tags = {
+        "dagster/asset_partition_range_start": start.isoformat(),
+        "dagster/asset_partition_range_end": end.isoformat(),
+    }
+    return defs.resolve_job_def(CHAIN_JOB).execute_in_process(instance=instance, tags=tags)
+
+
+def _run_day(defs: dg.Definitions, day: dt.date, instance: dg.DagsterInstance):
+    return defs.resolve_job_def(CHAIN_JOB).execute_in_process(
+        instance=instance, partition_key=day.isoformat()
+    )
+
+
+def _tables(db: Path, start: dt.date, end: dt.date) -> dict[str, pl.DataFrame]:
+    wh = Warehouse(database=str(db))
+    out = {}
+    for name in TABLES:
+        df = wh.read_table(name, start, end)
+        out[name] = df.sort(df.columns)
+    return out
+
+
+@pytest.fixture(scope="module")
+def base(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A warehouse holding the base range, materialized by the history job (the demo's bulk path)."""
+    db = tmp_path_factory.mktemp("base") / "warehouse.duckdb"
+    defs = _defs(project, db)
+    config = {
+        "resources": {
+            "history_window": {"config": {"start": BASE[0].isoformat(), "end": BASE[1].isoformat()}}
+        }
+    }
+    result = defs.resolve_job_def(HISTORY_JOB).execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), run_config=config
+    )
+    assert result.success
+    return db
+
+
+def _copy(base: Path, tmp_path: Path) -> Path:
+    db = tmp_path / "warehouse.duckdb"
+    shutil.copy(base, db)
+    return db
+
+
+def test_definitions_load_and_jobs_resolve() -> None:
+    from quantlab.definitions import defs
+
+    dg.Definitions.validate_loadable(defs)
+    repo = defs.get_repository_def()
+    assert {CHAIN_JOB, HISTORY_JOB} <= {j.name for j in repo.get_all_jobs()}
+    for schedule in repo.schedule_defs:
+        assert repo.get_job(schedule.job_name) is not None
+    keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+    assert {"ohlcv", "features", "labels", "targets", "strategy_returns", "kpis", "approvals"} <= keys
+    assert {"world_evaluation/core_equity", "world_allocation/core_equity"} <= keys
+
+
+def test_history_fills_every_table(base: Path) -> None:
+    tables = _tables(base, *BASE)
+    for name in (
+        "ohlcv",
+        "features",
+        "labels",
+        "targets",
+        "strategy_returns",
+        "trades",
+        "kpis",
+        "approvals",
+        "rule_results",
+        "world_decisions",
+        "world_returns",
+    ):
+        assert tables[name].height > 0, name
+    decisions = tables["world_decisions"]
+    assert decisions.filter(pl.col("stage") == "live").height > 0  # the test worlds promote within the range
+    assert tables["world_allocations"].height > 0
+    # next-bar execution: no trade on a strategy's first decision date
+    first_target = (
+        tables["targets"].filter(pl.col("weight") != 0).group_by("strategy").agg(pl.col("date").min())
+    )
+    first_trade = tables["trades"].group_by("strategy").agg(pl.col("date").min().alias("trade"))
+    joined = first_target.join(first_trade, on="strategy")
+    assert (joined.get_column("trade") > joined.get_column("date")).all()
+
+
+def test_chain_partition_checks_per_world(project: Path, base: Path, tmp_path: Path) -> None:
+    db = _copy(base, tmp_path)
+    defs = _defs(project, db)
+    instance = dg.DagsterInstance.ephemeral()
+    day = DAYS[0]
+    result = _run_day(defs, day, instance)
+    assert result.success
+    for world in ("alpha", "beta"):
+        for family in ("data_currency", "sample", "gates", "correlation", "selection", "lifecycle"):
+            key = dg.AssetCheckKey(dg.AssetKey(["world_evaluation", world]), f"{world}_{family}")
+            history = instance.event_log_storage.get_asset_check_execution_history(key, limit=5)
+            assert [h.partition for h in history] == [day.isoformat()], (world, family)
+        key = dg.AssetCheckKey(dg.AssetKey(["world_allocation", world]), f"{world}_budgets")
+        assert (
+            instance.event_log_storage.get_asset_check_execution_history(key, limit=5)[0].partition
+            == day.isoformat()
+        )
+    rules = Warehouse(database=str(db)).read_table("rule_results", day, day)
+    assert set(rules.get_column("world")) == {"alpha", "beta"}
+    assert set(rules.get_column("family")) >= {"data_currency", "sample", "gates", "selection", "lifecycle"}
+
+
+def test_same_partition_twice_is_identical(project: Path, base: Path, tmp_path: Path) -> None:
+    db = _copy(base, tmp_path)
+    defs = _defs(project, db)
+    instance = dg.DagsterInstance.ephemeral()
+    assert _run_day(defs, DAYS[0], instance).success
+    first = _tables(db, DAYS[0], DAYS[0])
+    assert _run_day(defs, DAYS[0], instance).success
+    second = _tables(db, DAYS[0], DAYS[0])
+    for name in TABLES:
+        assert first[name].equals(second[name]), name
+    assert first["ohlcv"].height == 4  # AAPL, GOOG, IBM, MSFT (FB lists in May 2012): no duplicates
+
+
+def test_ranged_run_equals_day_by_day(project: Path, base: Path, tmp_path: Path) -> None:
+    ranged_db = _copy(base, tmp_path)
+    daily_db = tmp_path / "daily.duckdb"
+    shutil.copy(base, daily_db)
+    assert _run_range(_defs(project, ranged_db), DAYS[0], DAYS[-1], dg.DagsterInstance.ephemeral()).success
+    daily_defs = _defs(project, daily_db)
+    instance = dg.DagsterInstance.ephemeral()
+    for day in DAYS:
+        assert _run_day(daily_defs, day, instance).success
+    ranged, daily = _tables(ranged_db, DAYS[0], DAYS[-1]), _tables(daily_db, DAYS[0], DAYS[-1])
+    for name in TABLES:
+        assert ranged[name].height > 0 or name == "quality_issues", name
+        assert ranged[name].equals(daily[name]), name
+
+
+def test_history_job_equals_partitioned_range(project: Path, base: Path, tmp_path: Path) -> None:
+    """The demo's bulk path (ops) writes exactly what the partitioned assets write for the same range."""
+    a, b = tmp_path / "assets.duckdb", tmp_path / "history.duckdb"
+    shutil.copy(base, a)
+    shutil.copy(base, b)
+    assert _run_range(_defs(project, a), DAYS[0], DAYS[-1], dg.DagsterInstance.ephemeral()).success
+    config = {
+        "resources": {
+            "history_window": {"config": {"start": DAYS[0].isoformat(), "end": DAYS[-1].isoformat()}}
+        }
+    }
+    hist = _defs(project, b).resolve_job_def(HISTORY_JOB)
+    assert hist.execute_in_process(instance=dg.DagsterInstance.ephemeral(), run_config=config).success
+    left, right = _tables(a, DAYS[0], DAYS[-1]), _tables(b, DAYS[0], DAYS[-1])
+    for name in TABLES:
+        assert left[name].equals(right[name]), name
+
+
+def test_failing_step_writes_nothing(project: Path, base: Path, tmp_path: Path) -> None:
+    """A strategy whose universe names a symbol without data fails `targets` before any write."""
+    db = _copy(base, tmp_path)
+    bad = tmp_path / "project"
+    shutil.copytree(project, bad)
+    spec = (bad / "strategies" / "momentum_top2.yaml").read_text().replace("FB]", "FB, ZZZZ]")
+    (bad / "strategies" / "momentum_top2.yaml").write_text(spec)
+    before = _tables(db, DAYS[0], DAYS[0])["targets"]
+    result = (
+        _defs(bad, db)
+        .resolve_job_def(CHAIN_JOB)
+        .execute_in_process(
+            instance=dg.DagsterInstance.ephemeral(), partition_key=DAYS[0].isoformat(), raise_on_error=False
+        )
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_key == "targets" and "ZZZZ" in failure.event_specific_data.error.message
+    assert _tables(db, DAYS[0], DAYS[0])["targets"].equals(before)
