@@ -14,6 +14,7 @@ from quantlab.resources import ProjectFiles, Warehouse
 
 
 def run_strategy_returns(warehouse: Warehouse, project: Project, start: dt.date, end: dt.date) -> StageRun:
+    """Backtest every strategy for [start, end] from its targets and the bars (with a warm-up window)."""
     specs = project.strategies
     inception = dict(
         warehouse.read(
@@ -21,9 +22,11 @@ def run_strategy_returns(warehouse: Warehouse, project: Project, start: dt.date,
         ).iter_rows()
     )
     rets, trades = [], []
+    first = min((warmup_start(start, spec) for spec in specs.values()), default=start)
+    all_bars = warehouse.read_table("ohlcv", first, end, columns=["symbol", "date", "open", "close"])
     for sid, spec in specs.items():
         lo = warmup_start(start, spec)
-        bars = warehouse.read_table("ohlcv", lo, end, columns=["symbol", "date", "open", "close"])
+        bars = all_bars.filter(pl.col("date") >= lo)
         tgt = warehouse.read_table(
             "targets", lo, end, where={"strategy": sid}, columns=["date", "symbol", "weight"]
         )
@@ -70,6 +73,7 @@ def strategy_returns(
 
 
 def run_kpis(warehouse: Warehouse, start: dt.date, end: dt.date) -> StageRun:
+    """As-of KPIs for [start, end] from each strategy's whole return history up to `end`."""
     history = warehouse.read_table(
         "strategy_returns", end=end, columns=["date", "strategy", "net", "turnover"]
     )

@@ -25,16 +25,18 @@ def warmup_start(start: dt.date, spec: StrategySpec) -> dt.date:
     return shift_sessions(start, -(spec.rebalance.every + spec.execution.lag + 1))
 
 
-def _matrix(df: pl.DataFrame, value: str, dates: list[dt.date], symbols: list[str]) -> np.ndarray:
-    wide = (
-        pl.DataFrame({"date": dates}, schema={"date": pl.Date})
-        .join(df.pivot(on="symbol", index="date", values=value), on="date", how="left")
-        .sort("date")
+def _matrices(df: pl.DataFrame, values: list[str], dates: pl.Series, symbols: pl.Series) -> list[np.ndarray]:
+    """(T, N) float matrices of `values` placed by (date, symbol) position; NaN where a row is absent."""
+    pos = df.join(pl.DataFrame({"date": dates, "_r": np.arange(len(dates))}), on="date").join(
+        pl.DataFrame({"symbol": symbols, "_c": np.arange(len(symbols))}), on="symbol"
     )
-    for s in symbols:
-        if s not in wide.columns:
-            wide = wide.with_columns(pl.lit(None, dtype=pl.Float64).alias(s))
-    return wide.select(symbols).to_numpy().astype(np.float64)
+    rows, cols = pos.get_column("_r").to_numpy(), pos.get_column("_c").to_numpy()
+    out = []
+    for value in values:
+        mat = np.full((len(dates), len(symbols)), np.nan)
+        mat[rows, cols] = pos.get_column(value).cast(pl.Float64).to_numpy()
+        out.append(mat)
+    return out
 
 
 def backtest_strategy(
@@ -52,11 +54,12 @@ def backtest_strategy(
     """
     if inception is None or ohlcv.is_empty():
         return pl.DataFrame(), pl.DataFrame()
-    dates = sorted(ohlcv.get_column("date").unique().to_list())
-    symbols = sorted(set(targets.get_column("symbol").to_list()) & set(ohlcv.get_column("symbol").to_list()))
-    open_ = _matrix(ohlcv, "open", dates, symbols)
-    close = _matrix(ohlcv, "close", dates, symbols)
-    weights = np.nan_to_num(_matrix(targets, "weight", dates, symbols), nan=0.0)
+    dates = ohlcv.get_column("date").unique().sort()
+    listed = ohlcv.get_column("symbol").unique()
+    symbols = listed.filter(listed.is_in(targets.get_column("symbol").unique())).sort()
+    open_, close = _matrices(ohlcv, ["open", "close"], dates, symbols)
+    (weights,) = _matrices(targets, ["weight"], dates, symbols)
+    weights = np.nan_to_num(weights, nan=0.0)
     rebalance = session_index(dates) % spec.rebalance.every == 0
     cfg = ExecutionConfig(
         price=spec.execution.price,
@@ -65,7 +68,7 @@ def backtest_strategy(
         slippage_bps=spec.costs.slippage_bps,
     )
     res = run_backtest(open_, close, weights, rebalance, cfg)
-    day = np.array(dates, dtype="datetime64[D]")
+    day = dates.to_numpy().astype("datetime64[D]")
     keep = (day >= np.datetime64(max(start, inception + dt.timedelta(days=1)))) & (day <= np.datetime64(end))
     returns = pl.DataFrame(
         {
@@ -87,7 +90,7 @@ def backtest_strategy(
         {
             "date": tday[tkeep],
             "strategy": spec.id,
-            "symbol": np.array(symbols, dtype=str)[res.trade_symbol[tkeep]],
+            "symbol": symbols.to_numpy().astype(str)[res.trade_symbol[tkeep]],
             "side": np.where(res.trade_dw[tkeep] > 0, "buy", "sell"),
             "weight_change": res.trade_dw[tkeep],
             "price": res.trade_price[tkeep],

@@ -71,6 +71,9 @@ def allocate_range(
         (r["date"], r["strategy"]): r[vol_col]
         for r in metrics_panel.select("date", "strategy", vol_col).iter_rows(named=True)
     }
+    rejected_on: dict[dt.date, set[str]] = {}
+    for d, s in rejected:
+        rejected_on.setdefault(d, set()).add(s)
     rows: list[dict] = []
     last = [(r["strategy"], r["side"], r["weight"]) for r in previous.iter_rows(named=True)]
     for (day,), grp in decisions.sort("date").group_by("date", maintain_order=True):
@@ -78,10 +81,10 @@ def allocate_range(
             current = last
         else:
             live = grp.filter(pl.col("stage") == "live").sort("strategy")
-            live = live.filter(~pl.col("strategy").is_in([s for d, s in rejected if d == day]))
+            live = live.filter(~pl.col("strategy").is_in(list(rejected_on.get(day, ()))))
             ids = live.get_column("strategy").to_list()
             side_list = [sides[s] for s in ids]
-            vol = np.array([vols.get((day, s)) or np.nan for s in ids], dtype=np.float64)
+            vol = np.array([vols.get((day, s), np.nan) for s in ids], dtype=np.float64)
             score = live.get_column("score").fill_null(np.nan).to_numpy().astype(np.float64)
             w = allocation_weights(world, side_list, vol, score)
             current = [(s, side_list[i], float(w[i])) for i, s in enumerate(ids)]

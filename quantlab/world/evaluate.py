@@ -49,17 +49,18 @@ def data_lags(bar_dates: list[dt.date], days_: list[dt.date]) -> dict[dt.date, i
 
 
 def _input_hash(snap: Snapshot) -> str:
+    """sha256 of everything `decide` reads for this date (NaN written as null), short."""
+    n = len(snap.strategies)
+
+    def values(v: np.ndarray) -> list[float | None]:
+        return [None if x != x else x for x in np.broadcast_to(v, (n,)).astype(float).tolist()]
+
     doc = {
         "date": snap.date.isoformat(),
         "strategies": snap.strategies,
-        "metrics": {
-            k: [None if np.isnan(x) else float(x) for x in np.broadcast_to(v, (len(snap.strategies),))]
-            for k, v in sorted(snap.metrics.items())
-        },
+        "metrics": {k: values(v) for k, v in sorted(snap.metrics.items())},
         "data_lag": snap.data_lag,
-        "correlation": None
-        if snap.correlation is None
-        else np.nan_to_num(snap.correlation, nan=9.0).round(12).tolist(),
+        "correlation": None if snap.correlation is None else [values(row) for row in snap.correlation],
         "previous": [[s.stage, str(s.stage_since), s.pass_streak, s.fail_streak] for s in snap.previous],
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
