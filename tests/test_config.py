@@ -445,22 +445,19 @@ def test_world_missing_stage_names_stages_field(tmp_path: Path, repo_strategies:
     assert msg.startswith(f"{path}:5: stages: ")
 
 
-@pytest.mark.xfail(
-    reason="BUG world/spec.py days(): negative session counts are accepted (int values are not range-checked)",
-    strict=True,
-)
 @pytest.mark.parametrize(
-    ("stages", "selection", "field"),
+    ("stages", "selection", "field", "line"),
     [
-        (STAGES, SELECTION + "data_currency: {max_lag: -1}\n", "data_currency.max_lag"),
-        (STAGES.replace("min_days: 20d", "min_days: -3"), SELECTION, "stages.paper.min_days"),
-        (STAGES, SELECTION + "  hysteresis: {min_dwell: -2}\n", "selection.hysteresis.min_dwell"),
+        (STAGES, SELECTION + "data_currency: {max_lag: -1}\n", "data_currency.max_lag", 15),
+        (STAGES.replace("min_days: 20d", "min_days: -3"), SELECTION, "stages.paper.min_days", 11),
+        (STAGES, SELECTION + "  hysteresis: {min_dwell: -2}\n", "selection.hysteresis.min_dwell", 15),
     ],
     ids=["max_lag", "min_days", "min_dwell"],
 )
 def test_world_negative_session_count_is_rejected(
-    tmp_path: Path, repo_strategies: Specs, stages: str, selection: str, field: str
+    tmp_path: Path, repo_strategies: Specs, stages: str, selection: str, field: str, line: int
 ) -> None:
     path = _world(tmp_path, "negative", stages=stages, selection=selection)
     msg = _world_error(path, repo_strategies)
-    assert f": {field}: " in msg
+    assert _location(msg, path) == line
+    assert f": {field}: " in msg and "negative" in msg
