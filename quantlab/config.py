@@ -1,7 +1,8 @@
 """Loading user YAML (strategies, worlds, supervisor rules) into strict pydantic models.
 
-YAML is read with `yaml.safe_load`; models forbid unknown keys. Any problem raises `ConfigError` whose
-message names the file, the line, the field and the reason, e.g.
+YAML is read with a `yaml.SafeLoader` (safe_load's loader) that also refuses duplicate keys; models forbid
+unknown keys. Any problem raises `ConfigError` whose message names the file, the line, the field and the
+reason, e.g.
 `strategies/momentum.yaml:7: portfolio.long.top: Input should be greater than or equal to 1`.
 """
 
@@ -44,11 +45,26 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping (safe_load keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}'", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml_model(path: Path, model: type[M], check: Callable[[M], None] | None = None) -> M:
     """Parse `path` into `model`; `check` may add semantic validation (raise ValueError with a field path)."""
     text = path.read_text()
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -69,6 +69,7 @@ class Labels(pa.DataFrameModel):
 
     class Config:
         strict = True
+        unique = ["date", "symbol", "label"]
 
 
 class Targets(pa.DataFrameModel):

@@ -461,3 +461,13 @@ def test_world_negative_session_count_is_rejected(
     msg = _world_error(path, repo_strategies)
     assert _location(msg, path) == line
     assert f": {field}: " in msg and "negative" in msg
+
+
+def test_duplicate_key_is_refused_with_its_line(tmp_path: Path) -> None:
+    from quantlab.strategy_lab.spec import load_strategy
+
+    path = tmp_path / "dup.yaml"
+    path.write_text("id: dup\nuniverse: {all: true}\nsignal: {score: mom_20}\nsignal: {score: mom_60}\n")
+    with pytest.raises(ConfigError) as err:
+        load_strategy(path)
+    assert str(err.value).startswith(f"{path}:4: invalid YAML: duplicate key 'signal'")

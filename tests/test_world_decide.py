@@ -735,3 +735,20 @@ def test_ranged_evaluation_equals_chunked(
     moved = dec.filter(pl.col("stage_since").is_not_null())
     assert never.height > 0
     assert (moved.get_column("stage_since") <= moved.get_column("date")).all()
+
+
+@pytest.mark.parametrize("policy", ["warn", "ignore"])
+def test_skipped_comparison_does_not_decide_an_or(policy: str) -> None:
+    """Under warn/ignore a comparison over a missing metric is skipped: the `or` is decided by the others."""
+    gates = {"or": ["max_dd_long <= 0.2", "sharpe_long >= 2"]}
+    w = world(
+        stages={"backtest": {"gates": gates}, "paper": BASE["stages"]["paper"]}, on_missing_metric=policy
+    )
+    strats = [
+        S("a", metrics={"max_dd_long": NAN, "sharpe_long": 1.0}),  # skipped or failing -> fails
+        S("b", metrics={"max_dd_long": NAN, "sharpe_long": 3.0}),  # skipped or passing -> passes
+        S("c", metrics={"max_dd_long": NAN, "sharpe_long": NAN}),  # all skipped -> passes
+    ]
+    _, out = run(w, strats)
+    assert out["a"]["code"] == "missing_metric" and not out["a"]["selected"]
+    assert out["b"]["selected"] and out["c"]["selected"]

@@ -2,7 +2,7 @@
 
 Rules run in this order per (date, strategy), each on the weights left by the previous one:
 1. `max_drawdown`: the strategy's as-of max drawdown over its full history (KPI `max_dd`, window `full`);
-2. `max_positions`: number of non-zero names (`scale` keeps the largest |weight|);
+2. `max_positions`: number of non-zero names (`scale` keeps the largest |weight|, ties by symbol);
 3. `max_symbol_weight`: largest |weight| (`scale` clips each name);
 4. `max_gross`: sum |weight| (`scale` shrinks the book proportionally);
 5. `max_net`: |sum weight| (`scale` shrinks the book proportionally).
@@ -49,6 +49,7 @@ def approve(targets: pl.DataFrame, kpis_full: pl.DataFrame, limits: RiskLimits) 
     """
     df = (
         targets.filter(pl.col("weight") != 0)
+        .sort("date", "symbol")  # deterministic ties for max_positions scaling
         .join(kpis_full.select("date", "max_dd"), on="date", how="left")
         .with_columns(w=pl.col("weight"), flags=pl.lit(""), rejected=pl.lit(False))
     )

@@ -86,6 +86,19 @@ def _eval_gate(
     gate: Gate, env: Mapping[str, np.ndarray], policy: str, n: int
 ) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
     """(passed, missing-metric used, failed-leaf texts per strategy) of a gate tree under a missing policy."""
+    passed, missing, _, texts = _eval_node(gate, env, policy, n)
+    return passed, missing, texts
+
+
+def _eval_node(
+    gate: Gate, env: Mapping[str, np.ndarray], policy: str, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[str]]]:
+    """(passed, missing, skipped, failed texts) of a gate node.
+
+    A comparison over a missing metric fails under `fail`; under `warn`/`ignore` it is *skipped*: it
+    decides nothing, so an `and` ignores it, an `or` is decided by its other branches (an `or` whose
+    branches are all skipped is skipped), and a skipped `not` stays skipped. Skipped counts as passed.
+    """
     if gate.op == "expr":
         assert gate.expr is not None
         missing = np.zeros(n, dtype=bool)
@@ -93,19 +106,29 @@ def _eval_gate(
             missing |= np.isnan(np.broadcast_to(env[name], (n,)))
         with np.errstate(all="ignore"):
             value = np.broadcast_to(np.asarray(gate.expr.evaluate(env), dtype=bool), (n,))
-        passed = np.where(missing, policy != "fail", value)
-        texts = [[gate.expr.text] if not p else [] for p in passed]
-        return passed, missing, texts
-    parts = [_eval_gate(c, env, policy, n) for c in gate.children]
+        skipped = missing & (policy != "fail")
+        passed = np.where(missing, skipped, value)
+        return passed, missing, skipped, [[gate.expr.text] if not p else [] for p in passed]
+    parts = [_eval_node(c, env, policy, n) for c in gate.children]
     missing = np.logical_or.reduce([p[1] for p in parts])
+    skipped = np.logical_and.reduce([p[2] for p in parts])
     if gate.op == "not":
-        passed = np.where(missing, policy != "fail", ~parts[0][0])
-        texts = [[f"not ({gate.children[0].canonical()})"] if not p else [] for p in passed]
-        return passed, missing, texts
-    stacked = np.vstack([p[0] for p in parts])
-    passed = stacked.all(axis=0) if gate.op == "and" else stacked.any(axis=0)
-    texts = [sum((p[2][i] for p in parts), []) if not passed[i] else [] for i in range(n)]
-    return passed, missing, texts
+        failed_missing = parts[0][1] & (policy == "fail")
+        passed = np.where(failed_missing, False, np.where(skipped, True, ~parts[0][0]))
+        return (
+            passed,
+            missing,
+            skipped,
+            [[f"not ({gate.children[0].canonical()})"] if not p else [] for p in passed],
+        )
+    decided = np.vstack([p[0] & ~p[2] for p in parts])
+    counted = np.vstack([~p[2] for p in parts])
+    if gate.op == "and":
+        passed = (decided | ~counted).all(axis=0)
+    else:
+        passed = decided.any(axis=0) | skipped
+    texts = [sum((p[3][i] for p in parts), []) if not passed[i] else [] for i in range(n)]
+    return passed, missing, skipped, texts
 
 
 def _fmt(values: Mapping[str, np.ndarray], names: frozenset[str], i: int, n: int) -> dict[str, float | None]:
