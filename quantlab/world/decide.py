@@ -123,10 +123,8 @@ def _eval_node(
         )
     decided = np.vstack([p[0] & ~p[2] for p in parts])
     counted = np.vstack([~p[2] for p in parts])
-    if gate.op == "and":
-        passed = (decided | ~counted).all(axis=0)
-    else:
-        passed = decided.any(axis=0) | skipped
+    and_passed = (decided | ~counted).all(axis=0)
+    passed = and_passed if gate.op == "and" else decided.any(axis=0) | skipped
     texts = [sum((p[3][i] for p in parts), []) if not passed[i] else [] for i in range(n)]
     return passed, missing, skipped, texts
 
