@@ -227,3 +227,18 @@ def test_failed_insert_rolls_back_the_delete(wh: Warehouse, monkeypatch: pytest.
     assert read_sorted(wh, "targets").equals(before)
     # the connection is usable afterwards and a good write still goes through
     assert wh.replace("targets", targets(DAYS[:2], weight=0.1), DAYS[0], DAYS[1]) == 4
+
+
+def test_outdated_table_layout_is_refused_before_any_write(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from quantlab.resources.warehouse import WarehouseLayoutError
+
+    wh = Warehouse(database=str(tmp_path / "old.duckdb"))
+    with wh.connect() as con:
+        con.execute("CREATE TABLE world_returns (world VARCHAR, date DATE, ret DOUBLE)")
+        con.execute("INSERT INTO world_returns VALUES ('w', DATE '2020-01-02', 0.01)")
+    day = dt.date(2020, 1, 2)
+    with pytest.raises(WarehouseLayoutError, match="world_returns"):
+        wh.replace("world_returns", pl.DataFrame(), day, day, scope={"world": "w"})
+    assert wh.read("SELECT count(*) AS n FROM world_returns").item() == 1

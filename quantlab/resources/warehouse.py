@@ -74,14 +74,22 @@ def validate(table: str, df: pl.DataFrame) -> pl.DataFrame:
     return df.select(list(schema.columns))
 
 
-def _ddl(table: str) -> str:
-    schema = TABLES[table].schema
-    cols = []
-    for name, col in schema.columns.items():
+def _layout(table: str) -> list[tuple[str, str, bool]]:
+    """(column, DuckDB type, nullable) of a table as its schema defines it."""
+    out = []
+    for name, col in TABLES[table].schema.columns.items():
         dtype = col.dtype.type
-        duck = _DUCK_TYPES.get(dtype) or _DUCK_TYPES[type(dtype)]
-        cols.append(f'"{name}" {duck}{"" if col.nullable else " NOT NULL"}')
+        out.append((name, _DUCK_TYPES.get(dtype) or _DUCK_TYPES[type(dtype)], bool(col.nullable)))
+    return out
+
+
+def _ddl(table: str) -> str:
+    cols = [f'"{name}" {duck}{"" if nullable else " NOT NULL"}' for name, duck, nullable in _layout(table)]
     return f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)})"
+
+
+class WarehouseLayoutError(RuntimeError):
+    """A stored table was created by another version of its schema."""
 
 
 class Warehouse(DuckDBResource):
@@ -169,6 +177,16 @@ class Warehouse(DuckDBResource):
         params = [start, end, *scope.values()]
         with self.connect() as con:
             con.execute(_ddl(table))
+            stored = con.sql(
+                "SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns "
+                "WHERE table_name = ? ORDER BY ordinal_position",
+                params=[table],
+            ).fetchall()
+            if [tuple(r) for r in stored] != _layout(table):
+                raise WarehouseLayoutError(
+                    f"table '{table}' in {self.database} has the layout {stored}, but this version of quantlab "
+                    f"writes {_layout(table)}: drop the table (or the warehouse file) and re-materialize"
+                )
             con.execute("BEGIN TRANSACTION")
             try:
                 con.execute(f"DELETE FROM {table} WHERE {where}", params)
