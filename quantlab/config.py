@@ -94,3 +94,19 @@ def load_yaml_model(path: Path, model: type[M], check: Callable[[M], None] | Non
             )
             raise ConfigError(f"{path}:{_line_of(node, loc) or 1}: {field}: {reason or exc}") from None
     return obj
+
+
+def load_directory(directory: Path, load: Callable[[Path], M]) -> dict[str, M]:
+    """Every `*.yaml` in `directory` parsed by `load`, by id (sorted by file name); the errors of all bad
+    files are reported together in one ConfigError."""
+    items, errors = {}, []
+    for path in sorted(Path(directory).glob("*.yaml")):
+        try:
+            item = load(path)
+        except ConfigError as exc:
+            errors.append(str(exc))
+            continue
+        items[item.id] = item
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return items

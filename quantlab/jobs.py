@@ -16,7 +16,7 @@ import dagster as dg
 import polars as pl
 
 from quantlab.assets.backtest import run_kpis, run_strategy_returns
-from quantlab.assets.common import StageRun, md_table
+from quantlab.assets.common import POOL, StageRun, md_table
 from quantlab.assets.curator import run_ohlcv
 from quantlab.assets.features import run_features, run_labels
 from quantlab.assets.strategy_lab import run_targets
@@ -65,7 +65,7 @@ CHAIN: list[tuple[str, Runner]] = [
 
 
 def _stage_op(name: str, fn: Runner) -> dg.OpDefinition:
-    @dg.op(name=f"history_{name}", ins={"after": dg.In(dg.Nothing)}, pool="warehouse")
+    @dg.op(name=f"history_{name}", ins={"after": dg.In(dg.Nothing)}, pool=POOL)
     def _op(
         context: dg.OpExecutionContext,
         history_window: HistoryWindow,
@@ -81,7 +81,7 @@ def _stage_op(name: str, fn: Runner) -> dg.OpDefinition:
 def _world_op(project: Project, world_id: str, kind: str) -> dg.OpDefinition:
     fn = run_world_evaluation if kind == "evaluation" else run_world_allocation
 
-    @dg.op(name=f"history_world_{kind}_{world_id}", ins={"after": dg.In(dg.Nothing)}, pool="warehouse")
+    @dg.op(name=f"history_world_{kind}_{world_id}", ins={"after": dg.In(dg.Nothing)}, pool=POOL)
     def _op(context: dg.OpExecutionContext, history_window: HistoryWindow, warehouse: Warehouse) -> None:
         world = project.worlds[world_id]
         _finish(context, f"world_{kind}/{world_id}", fn(warehouse, project, world, *history_window.dates()))

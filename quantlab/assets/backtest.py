@@ -5,10 +5,10 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from quantlab.assets.common import POOL, SINGLE_RUN, StageRun, md_table, write
+from quantlab.assets.common import StageRun, chain_asset, md_table, write
 from quantlab.backtest.kpis import asof_kpis
 from quantlab.backtest.run import backtest_strategy, warmup_start
-from quantlab.partitions import TRADING_DAYS, partition_dates
+from quantlab.partitions import partition_dates
 from quantlab.project import Project
 from quantlab.resources import ProjectFiles, Warehouse
 
@@ -56,10 +56,7 @@ def run_strategy_returns(warehouse: Warehouse, project: Project, start: dt.date,
     )
 
 
-@dg.asset(
-    partitions_def=TRADING_DAYS,
-    backfill_policy=SINGLE_RUN,
-    pool=POOL,
+@chain_asset(
     group_name="backtest",
     deps=["targets", "ohlcv"],
     kinds={"duckdb", "numpy"},
@@ -95,10 +92,7 @@ def run_kpis(warehouse: Warehouse, start: dt.date, end: dt.date) -> StageRun:
     return StageRun(metadata=meta)
 
 
-@dg.asset(
-    partitions_def=TRADING_DAYS,
-    backfill_policy=SINGLE_RUN,
-    pool=POOL,
+@chain_asset(
     group_name="backtest",
     deps=["strategy_returns"],
     kinds={"duckdb", "numpy"},

@@ -13,10 +13,17 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from quantlab.partitions import TRADING_DAYS
 from quantlab.resources.warehouse import SchemaViolation, Warehouse
 
 POOL = "warehouse"  # every step that opens the DuckDB file; dagster.yaml limits the pool to 1
-SINGLE_RUN = dg.BackfillPolicy.single_run()
+
+
+def chain_asset(**kwargs: Any) -> Any:
+    """`dg.asset` for a chain stage: trading-day partitions, ranges in one run, the warehouse pool."""
+    return dg.asset(
+        partitions_def=TRADING_DAYS, backfill_policy=dg.BackfillPolicy.single_run(), pool=POOL, **kwargs
+    )
 
 
 @dataclass

@@ -5,7 +5,7 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from quantlab.assets.common import POOL, SINGLE_RUN, StageRun, md_table, write
+from quantlab.assets.common import StageRun, chain_asset, md_table, write
 from quantlab.calendar import sessions
 from quantlab.curator.quality import RULES, quality_issues
 from quantlab.curator.sources import Source
@@ -66,10 +66,7 @@ def run_ohlcv(warehouse: Warehouse, source: Source, start: dt.date, end: dt.date
     )
 
 
-@dg.asset(
-    partitions_def=TRADING_DAYS,
-    backfill_policy=SINGLE_RUN,
-    pool=POOL,
+@chain_asset(
     group_name="curator",
     check_specs=QUALITY_CHECKS,
     kinds={"duckdb", "polars"},

@@ -5,11 +5,11 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from quantlab.assets.common import POOL, SINGLE_RUN, StageRun, md_table, write
+from quantlab.assets.common import StageRun, chain_asset, md_table, write
 from quantlab.calendar import shift_sessions
 from quantlab.features.labels import MAX_HORIZON, compute_labels
 from quantlab.features.library import FEATURE_NAMES, compute_features, feature_set_version
-from quantlab.partitions import TRADING_DAYS, partition_dates
+from quantlab.partitions import partition_dates
 from quantlab.resources import Warehouse
 
 
@@ -45,10 +45,7 @@ def run_features(warehouse: Warehouse, start: dt.date, end: dt.date) -> StageRun
     )
 
 
-@dg.asset(
-    partitions_def=TRADING_DAYS,
-    backfill_policy=SINGLE_RUN,
-    pool=POOL,
+@chain_asset(
     group_name="features",
     deps=["ohlcv"],
     kinds={"duckdb", "polars"},
@@ -69,10 +66,7 @@ def run_labels(warehouse: Warehouse, start: dt.date, end: dt.date) -> StageRun:
     return StageRun(metadata={"rows": n, "labels": dg.MetadataValue.md(md_table(summary))})
 
 
-@dg.asset(
-    partitions_def=TRADING_DAYS,
-    backfill_policy=SINGLE_RUN,
-    pool=POOL,
+@chain_asset(
     group_name="features",
     deps=["ohlcv"],
     kinds={"duckdb", "polars"},

@@ -5,8 +5,8 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from quantlab.assets.common import POOL, SINGLE_RUN, StageRun, md_table, write
-from quantlab.partitions import TRADING_DAYS, partition_dates
+from quantlab.assets.common import StageRun, chain_asset, md_table, write
+from quantlab.partitions import partition_dates
 from quantlab.project import Project
 from quantlab.resources import MarketData, ProjectFiles, Warehouse
 from quantlab.strategy_lab.targets import strategy_targets
@@ -41,10 +41,7 @@ def run_targets(
     )
 
 
-@dg.asset(
-    partitions_def=TRADING_DAYS,
-    backfill_policy=SINGLE_RUN,
-    pool=POOL,
+@chain_asset(
     group_name="strategy_lab",
     deps=["features", "labels"],
     kinds={"duckdb", "polars"},

@@ -5,8 +5,8 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from quantlab.assets.common import POOL, SINGLE_RUN, StageRun, md_table, write
-from quantlab.partitions import TRADING_DAYS, partition_dates
+from quantlab.assets.common import StageRun, chain_asset, md_table, write
+from quantlab.partitions import partition_dates
 from quantlab.project import Project
 from quantlab.resources import ProjectFiles, Warehouse
 from quantlab.supervisor.rules import approve
@@ -41,10 +41,7 @@ def run_approvals(warehouse: Warehouse, project: Project, start: dt.date, end: d
     return StageRun(metadata={"rows": n, "summary": dg.MetadataValue.md(md_table(summary))})
 
 
-@dg.asset(
-    partitions_def=TRADING_DAYS,
-    backfill_policy=SINGLE_RUN,
-    pool=POOL,
+@chain_asset(
     group_name="supervisor",
     deps=["targets", "kpis"],
     kinds={"duckdb", "polars"},

@@ -17,7 +17,7 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from quantlab.assets.common import POOL, SINGLE_RUN, StageRun, md_table, write
+from quantlab.assets.common import StageRun, chain_asset, md_table, write
 from quantlab.calendar import sessions, shift_sessions
 from quantlab.partitions import TRADING_DAYS, partition_dates
 from quantlab.project import Project
@@ -219,11 +219,8 @@ def _world_pair(project: Project, world: WorldSpec) -> list[dg.AssetsDefinition]
         for family in FAMILIES
     ]
 
-    @dg.asset(
+    @chain_asset(
         key=eval_key,
-        partitions_def=TRADING_DAYS,
-        backfill_policy=SINGLE_RUN,
-        pool=POOL,
         group_name="worlds",
         deps=["kpis", "approvals"],
         check_specs=specs,
@@ -235,11 +232,8 @@ def _world_pair(project: Project, world: WorldSpec) -> list[dg.AssetsDefinition]
 
     alloc_key = dg.AssetKey(["world_allocation", wid])
 
-    @dg.asset(
+    @chain_asset(
         key=alloc_key,
-        partitions_def=TRADING_DAYS,
-        backfill_policy=SINGLE_RUN,
-        pool=POOL,
         group_name="worlds",
         deps=[eval_key],
         check_specs=[

@@ -13,18 +13,8 @@ import polars as pl
 from quantlab import metrics
 
 KPI_WINDOWS: dict[str, int | None] = {"20d": 20, "60d": 60, "126d": 126, "252d": 252, "full": None}
-KPI_METRICS = (
-    "sharpe",
-    "sortino",
-    "annual_return",
-    "annual_volatility",
-    "max_dd",
-    "calmar",
-    "hit_rate",
-    "turnover",
-    "ulcer",
-    "sample_days",
-)
+#: Per-window KPI columns (psr and dsr are stored beside them).
+KPI_METRICS = tuple(m for m in metrics.ASOF_METRICS if m != "psr")
 
 
 def returns_matrix(returns: pl.DataFrame, column: str) -> tuple[list[dt.date], list[str], np.ndarray]:

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from quantlab.config import ConfigError, Strict, load_yaml_model
+from quantlab.config import ConfigError, Strict, load_directory, load_yaml_model
 from quantlab.expressions import Expr, parse
 from quantlab.features.library import FEATURE_NAMES
 from quantlab.supervisor.spec import RiskLimits
@@ -113,15 +113,5 @@ def load_strategy(path: Path) -> StrategySpec:
 
 
 def load_strategies(directory: Path) -> dict[str, StrategySpec]:
-    """Every `*.yaml` strategy in `directory`, by id (sorted); errors of all files are reported together."""
-    specs, errors = {}, []
-    for path in sorted(Path(directory).glob("*.yaml")):
-        try:
-            spec = load_strategy(path)
-        except ConfigError as exc:
-            errors.append(str(exc))
-            continue
-        specs[spec.id] = spec
-    if errors:
-        raise ConfigError("\n".join(errors))
-    return specs
+    """Every `*.yaml` strategy in `directory`, by id; errors of all files are reported together."""
+    return load_directory(directory, load_strategy)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from quantlab.backtest.kpis import KPI_METRICS, KPI_WINDOWS
-from quantlab.config import ConfigError, Strict, load_yaml_model
+from quantlab.config import ConfigError, Strict, load_directory, load_yaml_model
 from quantlab.expressions import Expr, ExpressionError, Gate, parse, parse_gate
 from quantlab.strategy_lab.spec import ID_PATTERN, StrategySpec
 
@@ -268,14 +268,4 @@ def load_world(path: Path, strategies: dict[str, StrategySpec]) -> WorldSpec:
 
 def load_worlds(directory: Path, strategies: dict[str, StrategySpec]) -> dict[str, WorldSpec]:
     """Every world file in `directory`, by id; all files' errors are reported together."""
-    worlds, errors = {}, []
-    for path in sorted(Path(directory).glob("*.yaml")):
-        try:
-            world = load_world(path, strategies)
-        except ConfigError as exc:
-            errors.append(str(exc))
-            continue
-        worlds[world.id] = world
-    if errors:
-        raise ConfigError("\n".join(errors))
-    return worlds
+    return load_directory(directory, lambda path: load_world(path, strategies))
