@@ -81,7 +81,7 @@ def demo(start: dt.datetime | None, end: dt.datetime | None, recent: int) -> Non
     from quantlab.definitions import CHAIN_JOB, defs
     from quantlab.jobs import HISTORY_JOB
     from quantlab.project import load_project
-    from quantlab.resources import MarketData, Warehouse
+    from quantlab.resources import MarketData, ProjectFiles, Warehouse
     from quantlab.summary import render_text, world_summary
 
     dataset = MarketData().dataset
@@ -144,8 +144,7 @@ def demo(start: dt.datetime | None, end: dt.datetime | None, recent: int) -> Non
         for ev in result.get_asset_check_evaluations()
     ]
     warehouse = Warehouse()
-    artifacts = root / "artifacts" / "runs" / result.run_id
-    artifacts.mkdir(parents=True, exist_ok=True)
+    artifacts = ProjectFiles().run_dir(result.run_id)
     summary = {
         "run_id": result.run_id,
         "runs": [r.run_id for r in runs],

@@ -11,6 +11,7 @@ check that fails in an op stops the ops downstream of it, as in the asset job.
 
 import datetime as dt
 from collections.abc import Callable
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -51,16 +52,16 @@ def _finish(context: dg.OpExecutionContext, name: str, run: StageRun) -> None:
         )
 
 
-Runner = Callable[[Warehouse, MarketData, Project, dt.date, dt.date], StageRun]
+Runner = Callable[[Warehouse, MarketData, Project, dt.date, dt.date, Path], StageRun]
 
 CHAIN: list[tuple[str, Runner]] = [
-    ("ohlcv", lambda w, m, p, a, b: run_ohlcv(w, m.source(), a, b)),
-    ("features", lambda w, m, p, a, b: run_features(w, a, b)),
-    ("labels", lambda w, m, p, a, b: run_labels(w, a, b)),
-    ("targets", lambda w, m, p, a, b: run_targets(w, m, p, a, b)),
-    ("strategy_returns", lambda w, m, p, a, b: run_strategy_returns(w, p, a, b)),
-    ("kpis", lambda w, m, p, a, b: run_kpis(w, a, b)),
-    ("approvals", lambda w, m, p, a, b: run_approvals(w, p, a, b)),
+    ("ohlcv", lambda w, m, p, a, b, r: run_ohlcv(w, m.source(), a, b)),
+    ("features", lambda w, m, p, a, b, r: run_features(w, a, b)),
+    ("labels", lambda w, m, p, a, b, r: run_labels(w, a, b)),
+    ("targets", lambda w, m, p, a, b, r: run_targets(w, m, p, a, b)),
+    ("strategy_returns", lambda w, m, p, a, b, r: run_strategy_returns(w, p, a, b, r)),
+    ("kpis", lambda w, m, p, a, b, r: run_kpis(w, a, b)),
+    ("approvals", lambda w, m, p, a, b, r: run_approvals(w, p, a, b)),
 ]
 
 
@@ -73,7 +74,10 @@ def _stage_op(name: str, fn: Runner) -> dg.OpDefinition:
         market_data: MarketData,
         project_files: ProjectFiles,
     ) -> None:
-        _finish(context, name, fn(warehouse, market_data, project_files.load(), *history_window.dates()))
+        run_dir = project_files.run_dir(context.run_id)
+        _finish(
+            context, name, fn(warehouse, market_data, project_files.load(), *history_window.dates(), run_dir)
+        )
 
     return _op
 

@@ -97,9 +97,11 @@ class StrategyReturns(pa.DataFrameModel):
     net: float
     long_ret: float
     short_ret: float
+    cash_ret: float
     turnover: float = pa.Field(ge=0)
     gross_exposure: float = pa.Field(ge=0)
     net_exposure: float
+    capped_trades: pl.Int64 = pa.Field(ge=0)
 
     class Config:
         strict = True
@@ -114,6 +116,7 @@ class Trades(pa.DataFrameModel):
     weight_change: float
     price: float = pa.Field(gt=0)
     cost: float = pa.Field(ge=0)
+    capped: bool
 
     class Config:
         strict = True

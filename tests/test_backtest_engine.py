@@ -15,13 +15,18 @@ from quantlab.backtest.engine import BacktestResult, ExecutionConfig, run_backte
 
 DAILY = ("gross", "cost", "net", "long_ret", "short_ret", "turnover", "gross_exposure", "net_exposure")
 TRADES = ("trade_day", "trade_symbol", "trade_dw", "trade_price", "trade_cost")
+EXTRA_DAILY = ("cash_ret", "capped_trades")  # the optional features' outputs (0 when unused)
 
 
 # --------------------------------------------------------------------------------------------------
 # Reference: currency holdings, a cash account, explicit trades, plain Python loops.
 # --------------------------------------------------------------------------------------------------
-def reference(open_, close, targets, rebalance, cfg: ExecutionConfig) -> dict[str, np.ndarray]:
+def reference(
+    open_, close, targets, rebalance, cfg: ExecutionConfig, cash_return=None, adv=None
+) -> dict[str, np.ndarray]:
+    """Cash earns ``cash_return[t]`` at close t; orders are cut to ``cap * adv[decision day]`` (capital units)."""
     T, N = open_.shape
+    cap = cfg.participation_cap
     rate = (cfg.fee_bps + cfg.slippage_bps) / 1e4
     off = 0 if cfg.price == "open" else 1
     schedule = {}  # price point -> decision day
@@ -36,14 +41,15 @@ def reference(open_, close, targets, rebalance, cfg: ExecutionConfig) -> dict[st
     def value() -> float:
         return cash + sum(shares[i] * last[i] for i in range(N) if shares[i] != 0.0)
 
-    out = {k: [] for k in DAILY}
+    out = {k: [] for k in (*DAILY, *EXTRA_DAILY)}
     out["weights"] = []
-    trades = {k: [] for k in TRADES}
+    trades = {k: [] for k in (*TRADES, "trade_capped")}
     prev_close_value = 1.0
     for t in range(T):
         day_factor = 1.0  # gross value factor of the day so far (costs excluded)
-        long_ret = short_ret = 0.0
+        long_ret = short_ret = cash_ret = 0.0
         turnover = 0.0
+        n_capped = 0
         for j, prices in ((0, open_[t]), (1, close[t])):
             start_value = value()
             long_pnl = short_pnl = 0.0
@@ -55,9 +61,12 @@ def reference(open_, close, targets, rebalance, cfg: ExecutionConfig) -> dict[st
                 elif shares[i] < 0:
                     short_pnl += shares[i] * (prices[i] - last[i])
                 last[i] = prices[i]
+            cash_pnl = cash * cash_return[t] if (j == 1 and cash_return is not None) else 0.0
+            cash += cash_pnl
             long_ret += day_factor * long_pnl / start_value
             short_ret += day_factor * short_pnl / start_value
-            day_factor *= (start_value + long_pnl + short_pnl) / start_value
+            cash_ret += day_factor * cash_pnl / start_value
+            day_factor *= (start_value + long_pnl + short_pnl + cash_pnl) / start_value
 
             point = 2 * t + j
             if point in schedule:
@@ -70,6 +79,16 @@ def reference(open_, close, targets, rebalance, cfg: ExecutionConfig) -> dict[st
                 notional = [
                     w[i] * v_pre - shares[i] * last[i] if shares[i] != 0.0 else w[i] * v_pre for i in range(N)
                 ]
+                capped = [False] * N
+                if cap is not None:
+                    for i in range(N):
+                        limit = 0.0 if math.isnan(adv[d][i]) else cap * adv[d][i]  # currency, capital = 1
+                        if abs(notional[i]) > limit:
+                            held = shares[i] * last[i] if shares[i] != 0.0 else 0.0
+                            capped[i] = abs(notional[i]) / v_pre > 1e-12
+                            n_capped += capped[i]
+                            notional[i] = math.copysign(limit, notional[i])
+                            w[i] = (held + notional[i]) / v_pre  # executed weight, applied post-cost
                 fee = sum(abs(x) for x in notional) * rate
                 turnover += sum(abs(x) for x in notional) / v_pre
                 v_post = v_pre - fee
@@ -81,6 +100,7 @@ def reference(open_, close, targets, rebalance, cfg: ExecutionConfig) -> dict[st
                         trades["trade_dw"].append(dw)
                         trades["trade_price"].append(last[i])
                         trades["trade_cost"].append(abs(dw) * rate)
+                        trades["trade_capped"].append(capped[i])
                 cash = v_post
                 for i in range(N):
                     shares[i] = w[i] * v_post / last[i] if w[i] != 0.0 else 0.0
@@ -92,6 +112,8 @@ def reference(open_, close, targets, rebalance, cfg: ExecutionConfig) -> dict[st
         out["cost"].append(out["gross"][-1] - out["net"][-1])
         out["long_ret"].append(long_ret)
         out["short_ret"].append(short_ret)
+        out["cash_ret"].append(cash_ret)
+        out["capped_trades"].append(n_capped)
         out["turnover"].append(turnover)
         w_close = [shares[i] * last[i] / v_close if shares[i] != 0.0 else 0.0 for i in range(N)]
         out["weights"].append(w_close)
@@ -101,7 +123,10 @@ def reference(open_, close, targets, rebalance, cfg: ExecutionConfig) -> dict[st
     res = {k: np.array(v, dtype=float) for k, v in out.items()}
     res["weights"] = res["weights"].reshape(T, N)
     for k, v in trades.items():
-        res[k] = np.array(v, dtype=int if k in ("trade_day", "trade_symbol") else float)
+        res[k] = np.array(
+            v, dtype={"trade_day": int, "trade_symbol": int, "trade_capped": bool}.get(k, float)
+        )
+    res["capped_trades"] = res["capped_trades"].astype(np.int64)
     return res
 
 
@@ -137,15 +162,23 @@ def make_targets(rng: np.random.Generator, T: int, N: int, long_only: bool = Fal
     return w
 
 
+def make_adv(rng: np.random.Generator, T: int, N: int) -> np.ndarray:
+    """ADV in capital units spread over two orders of magnitude, with unknown (NaN) entries."""
+    adv = np.exp(rng.uniform(np.log(0.1), np.log(10.0), size=(T, N)))
+    adv[rng.random((T, N)) < 0.05] = np.nan
+    return adv
+
+
 def every(T: int, k: int, phase: int = 0) -> np.ndarray:
     return (np.arange(T) % k) == phase
 
 
 def assert_matches(res: BacktestResult, ref: dict[str, np.ndarray], tol: float = 1e-10) -> None:
-    for k in (*DAILY, "weights", "trade_dw", "trade_price", "trade_cost"):
+    for k in (*DAILY, "cash_ret", "weights", "trade_dw", "trade_price", "trade_cost"):
         np.testing.assert_allclose(getattr(res, k), ref[k], rtol=0, atol=tol, err_msg=k)
-    np.testing.assert_array_equal(res.trade_day, ref["trade_day"])
-    np.testing.assert_array_equal(res.trade_symbol, ref["trade_symbol"])
+    for k in ("trade_day", "trade_symbol", "trade_capped", "capped_trades"):
+        np.testing.assert_array_equal(getattr(res, k), ref[k], err_msg=k)
+        assert getattr(res, k).dtype == ref[k].dtype, k
 
 
 @pytest.fixture(params=[None, 1, 3], ids=["one-chunk", "chunk1", "chunk3"])
@@ -189,8 +222,10 @@ def test_matches_reference(chunking, price, lag, k):
     gaps=st.booleans(),
     long_only=st.booleans(),
     chunk=st.sampled_from([None, 1, 2]),
+    cash=st.booleans(),
+    cap=st.sampled_from([None, 0.02, 0.2, 1.0]),
 )
-def test_matches_reference_property(seed, T, N, price, lag, k, fee, gaps, long_only, chunk):
+def test_matches_reference_property(seed, T, N, price, lag, k, fee, gaps, long_only, chunk, cash, cap):
     rng = np.random.default_rng(seed)
     open_, close = make_prices(rng, T, N, gaps=gaps)
     if gaps:  # random holes anywhere, including the first rows
@@ -198,15 +233,17 @@ def test_matches_reference_property(seed, T, N, price, lag, k, fee, gaps, long_o
         close[rng.random((T, N)) < 0.15] = np.nan
     targets = make_targets(rng, T, N, long_only=long_only)
     rebalance = rng.random(T) < 1.0 / k
-    cfg = ExecutionConfig(price=price, lag=lag, fee_bps=fee, slippage_bps=fee / 2)
+    cash_return = rng.normal(0.0, 0.01, size=T) if cash else None
+    adv = make_adv(rng, T, N) if cap is not None else None
+    cfg = ExecutionConfig(price=price, lag=lag, fee_bps=fee, slippage_bps=fee / 2, participation_cap=cap)
     saved = engine._CHUNK_BYTES, engine._MIN_CHUNK_DAYS
     try:
         if chunk is not None:
             engine._CHUNK_BYTES, engine._MIN_CHUNK_DAYS = 0, chunk
-        res = run_backtest(open_, close, targets, rebalance, cfg)
+        res = run_backtest(open_, close, targets, rebalance, cfg, cash_return=cash_return, adv=adv)
     finally:
         engine._CHUNK_BYTES, engine._MIN_CHUNK_DAYS = saved
-    assert_matches(res, reference(open_, close, targets, rebalance, cfg))
+    assert_matches(res, reference(open_, close, targets, rebalance, cfg, cash_return, adv))
 
 
 def test_chunking_does_not_change_results(monkeypatch):
@@ -222,6 +259,58 @@ def test_chunking_does_not_change_results(monkeypatch):
         res = run_backtest(open_, close, targets, every(T, 2), cfg)
         for f in fields(BacktestResult):
             np.testing.assert_allclose(getattr(res, f.name), getattr(base, f.name), rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("price", ["open", "close"])
+@pytest.mark.parametrize("lag", [1, 2])
+@pytest.mark.parametrize("k", [1, 3])
+def test_matches_reference_with_cash_and_cap(chunking, price, lag, k):
+    rng = np.random.default_rng(2000 * lag + 20 * k + (price == "open"))
+    T, N = 40, 6
+    open_, close = make_prices(rng, T, N)
+    targets = make_targets(rng, T, N)
+    rebalance = every(T, k, phase=1 % k)
+    cash_return = rng.normal(2e-4, 5e-3, size=T)
+    adv = make_adv(rng, T, N)
+    cfg = ExecutionConfig(price=price, lag=lag, fee_bps=5.0, slippage_bps=7.5, participation_cap=0.05)
+    res = run_backtest(open_, close, targets, rebalance, cfg, cash_return=cash_return, adv=adv)
+    ref = reference(open_, close, targets, rebalance, cfg, cash_return, adv)
+    assert_matches(res, ref)
+    assert 0 < res.trade_capped.sum() < res.trade_capped.size  # the cap binds sometimes
+    assert res.capped_trades.sum() > res.trade_capped.sum()  # some orders are blocked (NaN ADV)
+    assert np.any(res.short_ret != 0) and np.any(res.cash_ret != 0)
+    assert np.array_equal(res.long_ret + res.short_ret + res.cash_ret, res.gross)
+    # Cash return only: the uncapped engine also matches.
+    cfg = ExecutionConfig(price=price, lag=lag, fee_bps=5.0)
+    res = run_backtest(open_, close, targets, rebalance, cfg, cash_return=cash_return)
+    assert_matches(res, reference(open_, close, targets, rebalance, cfg, cash_return))
+
+
+def test_features_off_are_bit_identical():
+    """Zero cash return / ADV without a cap take the plain path; a cap that never binds changes nothing."""
+    rng = np.random.default_rng(31)
+    T, N = 50, 7
+    open_, close = make_prices(rng, T, N)
+    targets = make_targets(rng, T, N)
+    cfg = ExecutionConfig(price="open", lag=1, fee_bps=4.0)
+    base = run_backtest(open_, close, targets, every(T, 2), cfg)
+    assert np.all(base.cash_ret == 0.0) and base.cash_ret.shape == (T,)
+    assert base.capped_trades.dtype == np.int64 and np.all(base.capped_trades == 0)
+    assert base.trade_capped.dtype == np.bool_ and base.trade_capped.shape == base.trade_day.shape
+    assert not base.trade_capped.any()
+    assert np.array_equal(base.gross, base.long_ret + base.short_ret)
+    variants = [
+        run_backtest(open_, close, targets, every(T, 2), cfg, cash_return=np.zeros(T)),
+        run_backtest(open_, close, targets, every(T, 2), cfg, cash_return=None, adv=make_adv(rng, T, N)),
+    ]
+    for res in variants:
+        for f in fields(BacktestResult):
+            a, b = getattr(base, f.name), getattr(res, f.name)
+            assert a.dtype == b.dtype and np.array_equal(a, b), f.name
+    loose = ExecutionConfig(price="open", lag=1, fee_bps=4.0, participation_cap=1.0)
+    res = run_backtest(open_, close, targets, every(T, 2), loose, adv=np.full((T, N), np.inf))
+    for f in fields(BacktestResult):
+        np.testing.assert_allclose(getattr(res, f.name), getattr(base, f.name), rtol=0, atol=1e-13)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -473,6 +562,100 @@ def test_hand_lag_two_and_cash_weight():
     np.testing.assert_allclose(res.gross, [0.0, 0.0, 0.6 * (20 / 18 - 1)], atol=1e-15)
 
 
+def test_hand_participation_cap():
+    """Cap 10% of ADV: one order cut in half and flagged, then an order blocked by an unknown ADV."""
+    open_ = np.array([[10.0, 20.0], [10.0, 20.0], [10.0, 22.0]])
+    close = np.array([[10.0, 20.0], [10.0, 22.0], [10.0, 22.0]])
+    targets = np.array([[0.5, 0.4], [0.5, 0.4], [0.0, 0.0]])
+    adv = np.array([[10.0, 2.0], [10.0, np.nan], [np.nan, np.nan]])  # rows of the DECISION days
+    cfg = ExecutionConfig(price="open", lag=1, fee_bps=10.0, participation_cap=0.1)
+    res = run_backtest(open_, close, targets, np.array([True, True, False]), cfg, adv=adv)
+    # Day 1 open, V = 1: limits (1.0, 0.2) -> buy 0.5 and 0.2 of the wanted 0.4 (capped); turnover 0.7.
+    # Intraday: A = 1 + 0.2 (22/20 - 1) = 1.02. Day 2 open: drifted (0.5, 0.22) / 1.02; symbol 0 moves to
+    # 0.5 (limit 1 / V, not binding), symbol 1 has no ADV on decision day 1: no trade, weight kept.
+    dw0 = 0.5 - 0.5 / 1.02
+    np.testing.assert_array_equal(res.trade_day, [1, 1, 2])
+    np.testing.assert_array_equal(res.trade_symbol, [0, 1, 0])
+    np.testing.assert_array_equal(res.trade_capped, [False, True, False])
+    np.testing.assert_array_equal(res.capped_trades, [0, 1, 1])  # day 2: blocked order, no trade row
+    np.testing.assert_allclose(res.trade_dw, [0.5, 0.2, dw0], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(res.turnover, [0.0, 0.7, dw0], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(res.gross, [0.0, 0.02, 0.0], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(res.net, [0.0, 1.02 * (1 - 7e-4) - 1, -dw0 * 1e-3], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(
+        res.weights, [[0, 0], [0.5 / 1.02, 0.22 / 1.02], [0.5, 0.22 / 1.02]], atol=1e-15
+    )
+    # The limit is in capital units: after the book has doubled (100% cash return on day 0) it is half
+    # as large in weight, and with no cap the same decisions reach their targets.
+    res = run_backtest(
+        open_, close, targets, np.array([True, False, False]), cfg, adv=adv, cash_return=[1, 0, 0]
+    )
+    np.testing.assert_allclose(res.trade_dw, [0.5, 0.1], rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(res.trade_capped, [False, True])
+    res = run_backtest(open_, close, targets, np.array([True, False, False]), ExecutionConfig(fee_bps=10.0))
+    np.testing.assert_allclose(res.trade_dw, [0.5, 0.4], rtol=0, atol=1e-15)
+
+
+def test_hand_cash_return():
+    r = np.array([0.01, 0.02, 0.03])
+    # A flat book earns exactly the cash return, day 0 included.
+    res = run_backtest(
+        OPEN, CLOSE, np.zeros((3, 2)), np.ones(3, bool), ExecutionConfig(fee_bps=10.0), cash_return=r
+    )
+    for k in ("gross", "net", "cash_ret"):
+        np.testing.assert_array_equal(getattr(res, k), r, err_msg=k)
+    assert np.all(res.long_ret == 0.0) and np.all(res.short_ret == 0.0) and res.trade_day.size == 0
+    # Fully invested from the open of day 1: cash until then, none after.
+    targets = np.array([[0.6, 0.4], [np.nan, np.nan], [np.nan, np.nan]])
+    res = run_backtest(OPEN, CLOSE, targets, np.array([True, False, False]), ExecutionConfig(), cash_return=r)
+    base = run_backtest(OPEN, CLOSE, targets, np.array([True, False, False]), ExecutionConfig())
+    np.testing.assert_allclose(res.cash_ret, [0.01, 0.0, 0.0], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(res.gross, base.gross + [0.01, 0.0, 0.0], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(res.long_ret, base.long_ret, rtol=0, atol=1e-15)
+    # Dollar-neutral at the close of day 1 (as in test_hand_close_execution): the day's cash return accrues
+    # before the trade; afterwards cash = 1 - 0 (short proceeds included) earns r on top of the short leg.
+    targets = np.array([[0.5, -0.5], [np.nan, np.nan], [np.nan, np.nan]])
+    cfg = ExecutionConfig(price="close", lag=1, fee_bps=6.0, slippage_bps=4.0)
+    res = run_backtest(OPEN, CLOSE, targets, np.array([True, False, False]), cfg, cash_return=r)
+    np.testing.assert_allclose(res.cash_ret, r, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(res.gross, [0.01, 0.02, 1 / 22 + 0.03], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(res.cost, [0.0, 1.02e-3, 0.0], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(res.short_ret, [0.0, 0.0, 1 / 22], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(
+        res.weights[2], np.array([0.5, -0.5 * 20 / 22]) / (1 + 1 / 22 + 0.03), atol=1e-15
+    )
+    # Levered 150% long from the open of day 1: cash -0.5 pays the rate.
+    targets = np.array([[1.5, 0.0], [np.nan, np.nan], [np.nan, np.nan]])
+    res = run_backtest(OPEN, CLOSE, targets, np.array([True, False, False]), ExecutionConfig(), cash_return=r)
+    a1 = 1 + 1.5 * (12 / 11 - 1) - 0.5 * 0.02
+    np.testing.assert_allclose(res.cash_ret, [0.01, -0.01, -0.5 * 1.02 * 0.03 / a1], rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("price", ["open", "close"])
+@pytest.mark.parametrize("lag", [1, 2])
+def test_future_adv_and_cash_return_do_not_leak(price, lag):
+    """ADV is read on the decision day and the cash return on its own day: later rows cannot matter."""
+    rng = np.random.default_rng(41)
+    T, N = 30, 5
+    open_, close = make_prices(rng, T, N)
+    targets = make_targets(rng, T, N)
+    adv, cash_return = make_adv(rng, T, N), rng.normal(0.0, 0.01, size=T)
+    cfg = ExecutionConfig(price=price, lag=lag, fee_bps=3.0, participation_cap=0.05)
+    base = run_backtest(open_, close, targets, every(T, 1), cfg, cash_return=cash_return, adv=adv)
+    assert base.trade_capped.any()
+    for t in (5, 15):
+        adv2, cr2 = adv.copy(), cash_return.copy()
+        adv2[t - lag + 1 :] = rng.uniform(
+            0.0, 0.01, size=adv2[t - lag + 1 :].shape
+        )  # decisions after t - lag
+        cr2[t + 1 :] = rng.normal(0.0, 0.01, size=T - t - 1)
+        res = run_backtest(open_, close, targets, every(T, 1), cfg, cash_return=cr2, adv=adv2)
+        a, b = _outputs_until(base, t), _outputs_until(res, t)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{k} up to day {t}")
+        assert not np.array_equal(base.net[t + 1 :], res.net[t + 1 :])
+
+
 # --------------------------------------------------------------------------------------------------
 # Bad input
 # --------------------------------------------------------------------------------------------------
@@ -491,6 +674,43 @@ def test_bad_config():
         ExecutionConfig(slippage_bps=float("nan"))
     with pytest.raises(ValueError, match="price"):
         ExecutionConfig(price="vwap")  # type: ignore[arg-type]
+    for bad in (0.0, -0.1, float("nan"), float("inf"), True, "0.1"):
+        with pytest.raises(ValueError, match="participation_cap"):
+            ExecutionConfig(participation_cap=bad)  # type: ignore[arg-type]
+    assert ExecutionConfig(participation_cap=1).participation_cap == 1
+
+
+def test_bad_cash_return_and_adv():
+    T, N = 5, 2
+    o = np.full((T, N), 10.0)
+    tg = np.full((T, N), 0.5)
+    rb = np.ones(T, dtype=bool)
+    cfg = ExecutionConfig()
+    with pytest.raises(ValueError, match="cash_return shape"):
+        run_backtest(o, o, tg, rb, cfg, cash_return=np.zeros(T + 1))
+    for bad in (np.nan, np.inf, -1.0, -2.0):
+        cr = np.zeros(T)
+        cr[2] = bad
+        with pytest.raises(ValueError, match="cash_return"):
+            run_backtest(o, o, tg, rb, cfg, cash_return=cr)
+    capped = ExecutionConfig(participation_cap=0.1)
+    with pytest.raises(ValueError, match="adv is required"):
+        run_backtest(o, o, tg, rb, capped)
+    with pytest.raises(ValueError, match="adv shape"):
+        run_backtest(o, o, tg, rb, capped, adv=np.ones((T, N + 1)))
+    with pytest.raises(ValueError, match="adv shape"):
+        run_backtest(o, o, tg, rb, cfg, adv=np.ones(T))  # checked even without a cap
+    with pytest.raises(ValueError, match="adv must be >= 0"):
+        run_backtest(o, o, tg, rb, capped, adv=np.full((T, N), -1.0))
+    # NaN ADV everywhere: nothing can be traded; 0 ADV likewise; +inf: no limit.
+    res = run_backtest(o, o, tg, rb, capped, adv=np.full((T, N), np.nan))
+    assert res.trade_day.size == 0 and np.all(res.weights == 0.0)
+    np.testing.assert_array_equal(res.capped_trades, [0, 2, 2, 2, 2])  # both orders, every day
+    res = run_backtest(o, o, tg, rb, capped, adv=np.zeros((T, N)))
+    assert res.trade_day.size == 0 and res.capped_trades.sum() == 8
+    res = run_backtest(o, o, tg, rb, capped, adv=np.full((T, N), np.inf))
+    np.testing.assert_allclose(res.weights[1:], 0.5)
+    assert not res.trade_capped.any()
 
 
 def test_bad_shapes_and_values():

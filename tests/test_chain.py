@@ -119,7 +119,7 @@ def test_definitions_load_and_jobs_resolve() -> None:
     assert {"world_evaluation/core_equity", "world_allocation/core_equity"} <= keys
 
 
-def test_history_fills_every_table(base: Path) -> None:
+def test_history_fills_every_table(base: Path, project: Path) -> None:
     tables = _tables(base, *BASE)
     for name in (
         "ohlcv",
@@ -138,6 +138,10 @@ def test_history_fills_every_table(base: Path) -> None:
     decisions = tables["world_decisions"]
     assert decisions.filter(pl.col("stage") == "live").height > 0  # the test worlds promote within the range
     assert tables["world_allocations"].height > 0
+    reports = sorted((project / "artifacts" / "runs").glob("*/reports/backtest_summary.md"))
+    assert reports and "momentum_top2" in reports[-1].read_text()
+    assert (reports[-1].parent / "momentum_top2_equity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pl.read_csv(reports[-1].parent.parent / "trades.csv").height == tables["trades"].height
     # next-bar execution: no trade on a strategy's first decision date
     first_target = (
         tables["targets"].filter(pl.col("weight") != 0).group_by("strategy").agg(pl.col("date").min())

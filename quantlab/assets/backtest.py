@@ -1,20 +1,28 @@
 """`strategy_returns` (+ `trades`) and `kpis`: the backtester on each strategy's targets."""
 
 import datetime as dt
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
 from quantlab.assets.common import StageRun, chain_asset, md_table, write
 from quantlab.backtest.kpis import asof_kpis
+from quantlab.backtest.report import equity_png_name, strategy_report, trades_csv, write_reports
 from quantlab.backtest.run import backtest_strategy, warmup_start
 from quantlab.partitions import partition_dates
 from quantlab.project import Project
 from quantlab.resources import ProjectFiles, Warehouse
 
 
-def run_strategy_returns(warehouse: Warehouse, project: Project, start: dt.date, end: dt.date) -> StageRun:
-    """Backtest every strategy for [start, end] from its targets and the bars (with a warm-up window)."""
+def run_strategy_returns(
+    warehouse: Warehouse, project: Project, start: dt.date, end: dt.date, run_dir: Path | None = None
+) -> StageRun:
+    """Backtest every strategy for [start, end] from its targets and the bars (with a warm-up window).
+
+    With `run_dir`, also writes `reports/backtest_summary.md` (each strategy's whole track up to `end`,
+    with equity and drawdown charts) and `trades.csv` (the trades of [start, end]) there.
+    """
     specs = project.strategies
     inception = dict(
         warehouse.read(
@@ -22,10 +30,11 @@ def run_strategy_returns(warehouse: Warehouse, project: Project, start: dt.date,
         ).iter_rows()
     )
     rets, trades = [], []
-    first = min((warmup_start(start, spec) for spec in specs.values()), default=start)
-    all_bars = warehouse.read_table("ohlcv", first, end, columns=["symbol", "date", "open", "close"])
+    lows = {sid: warmup_start(start, spec, inception.get(sid)) for sid, spec in specs.items()}
+    columns = ["symbol", "date", "open", "close", "close_raw", "volume"]
+    all_bars = warehouse.read_table("ohlcv", min(lows.values(), default=start), end, columns=columns)
     for sid, spec in specs.items():
-        lo = warmup_start(start, spec)
+        lo = lows[sid]
         bars = all_bars.filter(pl.col("date") >= lo)
         tgt = warehouse.read_table(
             "targets", lo, end, where={"strategy": sid}, columns=["date", "symbol", "weight"]
@@ -51,9 +60,33 @@ def run_strategy_returns(warehouse: Warehouse, project: Project, start: dt.date,
         if n
         else pl.DataFrame()
     )
-    return StageRun(
-        metadata={"rows": n, "trades": trade_rows.height, "summary": dg.MetadataValue.md(md_table(summary))}
-    )
+    metadata = {"rows": n, "trades": trade_rows.height, "summary": dg.MetadataValue.md(md_table(summary))}
+    if run_dir is not None and n:
+        metadata.update(_reports(warehouse, list(specs), end, trade_rows, run_dir))
+    return StageRun(metadata=metadata)
+
+
+def _reports(
+    warehouse: Warehouse, strategies: list[str], end: dt.date, trade_rows: pl.DataFrame, run_dir: Path
+) -> dict[str, dg.MetadataValue]:
+    """backtest_summary.md (+ charts) over each strategy's track up to `end`, and the run's trades.csv."""
+    history = warehouse.read_table("strategy_returns", end=end)
+    trades = warehouse.read_table("trades", end=end)
+    reports = [
+        strategy_report(
+            sid,
+            history.filter(pl.col("strategy") == sid).sort("date"),
+            trades.filter(pl.col("strategy") == sid),
+            png_name=equity_png_name(sid),
+        )
+        for sid in strategies
+    ]
+    summary = write_reports(reports, run_dir / "reports")
+    csv = trades_csv(trade_rows, run_dir / "trades.csv")
+    return {
+        "backtest_summary": dg.MetadataValue.path(str(summary)),
+        "trades_csv": dg.MetadataValue.path(str(csv)),
+    }
 
 
 @chain_asset(
@@ -66,7 +99,8 @@ def run_strategy_returns(warehouse: Warehouse, project: Project, start: dt.date,
 def strategy_returns(
     context: dg.AssetExecutionContext, warehouse: Warehouse, project_files: ProjectFiles
 ) -> dg.MaterializeResult:
-    return run_strategy_returns(warehouse, project_files.load(), *partition_dates(context)).result()
+    run_dir = project_files.run_dir(context.run_id)
+    return run_strategy_returns(warehouse, project_files.load(), *partition_dates(context), run_dir).result()
 
 
 def run_kpis(warehouse: Warehouse, start: dt.date, end: dt.date) -> StageRun:

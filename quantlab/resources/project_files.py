@@ -1,5 +1,6 @@
-"""Resource locating the user's configuration (strategies/, worlds/, supervisor.yaml)."""
+"""Resource locating the user's configuration (strategies/, worlds/, supervisor.yaml) and run artifacts."""
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -15,5 +16,16 @@ class ProjectFiles(dg.ConfigurableResource):
         default_factory=lambda: str(project_dir()), description="Directory holding strategies/."
     )
 
+    artifacts: str = Field(
+        default_factory=lambda: os.environ.get("QUANTLAB_ARTIFACTS", ""),
+        description="Root of the run artifacts (default: <root>/artifacts); runs write <artifacts>/runs/<run_id>/.",
+    )
+
     def load(self) -> Project:
         return Project(Path(self.root))
+
+    def run_dir(self, run_id: str) -> Path:
+        """`<artifacts>/runs/<run_id>`, created."""
+        path = Path(self.artifacts or Path(self.root) / "artifacts") / "runs" / run_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path

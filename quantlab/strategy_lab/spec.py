@@ -68,6 +68,26 @@ class Rebalance(Strict):
 class Execution(Strict):
     price: Literal["open", "close"] = "open"
     lag: int = Field(default=1, ge=1, le=20, description="Bars between decision and execution (never 0).")
+    participation_cap: float | None = Field(
+        default=None, gt=0, le=1, description="Max order per symbol as a fraction of its average daily value."
+    )
+    adv_window: int = Field(
+        default=20, ge=1, le=252, description="Sessions of the average daily traded value."
+    )
+    capital: float = Field(
+        default=10_000_000.0, gt=0, description="Portfolio capital (currency) for the cap."
+    )
+
+
+class Cash(Strict):
+    annual_rate: float = Field(
+        default=0.0, ge=-0.05, le=0.25, description="Return of uninvested cash, per year."
+    )
+
+    @property
+    def daily(self) -> float:
+        """The constant daily rate: (1 + annual_rate)^(1/252) - 1."""
+        return (1.0 + self.annual_rate) ** (1.0 / 252.0) - 1.0
 
 
 class Costs(Strict):
@@ -86,6 +106,7 @@ class StrategySpec(Strict):
     rebalance: Rebalance = Rebalance()
     execution: Execution = Execution()
     costs: Costs = Costs()
+    cash: Cash = Cash()
     risk: RiskLimits = RiskLimits()
 
     @cached_property
