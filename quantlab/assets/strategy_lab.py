@@ -9,12 +9,14 @@ from quantlab.assets.common import StageRun, chain_asset, md_table, write
 from quantlab.partitions import partition_dates
 from quantlab.project import Project
 from quantlab.resources import MarketData, ProjectFiles, Warehouse
-from quantlab.strategy_lab.targets import strategy_targets
+from quantlab.strategy_lab.targets import all_targets
 
 
 def run_targets(
     warehouse: Warehouse, market_data: MarketData, project: Project, start: dt.date, end: dt.date
 ) -> StageRun:
+    """Targets of every strategy for [start, end]; fails before any write if a universe names a symbol
+    the dataset does not have."""
     specs = project.strategies
     known = set(market_data.source().registry().get_column("symbol").to_list())
     unknown = {s: sorted(set(spec.universe.symbols or []) - known) for s, spec in specs.items()}
@@ -22,8 +24,7 @@ def run_targets(
     if unknown:
         raise dg.Failure(f"universe symbols without data in dataset '{market_data.dataset}': {unknown}")
     feats = warehouse.read_table("features", start, end)
-    frames = [strategy_targets(feats, spec) for spec in specs.values()]
-    out = pl.concat(frames) if frames else pl.DataFrame()
+    out = all_targets(feats, specs)
     n = write(warehouse, "targets", out, start, end)
     summary = (
         out.group_by("strategy")
