@@ -10,7 +10,7 @@ compounded from the start of the run (its last bits depend on that start). In bo
 at the strategy's inception (less the ADV window) instead, so results are identical however runs are cut. Rows are emitted from the day after the inception (the first
 decision date with a non-zero target).
 
-Cash earns `cash.annual_rate` as a constant daily rate. The average daily traded value behind the cap is
+Cash earns nothing, a constant rate or a risk-free series (`quantlab.backtest.cash`). The average daily traded value behind the cap is
 the mean of close_raw x volume over `execution.adv_window` sessions up to the decision day, divided by
 `execution.capital` (so it is in units of portfolio capital).
 """
@@ -22,6 +22,7 @@ import datetime as dt
 import numpy as np
 import polars as pl
 
+from quantlab.backtest.cash import cash_returns
 from quantlab.backtest.engine import ExecutionConfig, run_backtest
 from quantlab.calendar import session_index, shift_sessions
 from quantlab.strategy_lab.spec import StrategySpec
@@ -29,7 +30,7 @@ from quantlab.strategy_lab.spec import StrategySpec
 
 def warmup_start(start: dt.date, spec: StrategySpec, inception: dt.date | None) -> dt.date:
     """First session whose data a run for [start, ...] must load."""
-    from_inception = spec.execution.participation_cap is not None or spec.cash.annual_rate != 0.0
+    from_inception = spec.execution.participation_cap is not None or spec.cash.earns
     if from_inception and inception is not None:
         return shift_sessions(min(start, inception), -(spec.execution.adv_window + 1))
     return shift_sessions(start, -(spec.rebalance.every + spec.execution.lag + 1))
@@ -89,8 +90,9 @@ def backtest_strategy(
     adv = None
     if ex.participation_cap is not None:
         (adv,) = _matrices(_adv(ohlcv, ex.adv_window, ex.capital), ["adv"], dates, symbols)
-    cash = np.full(len(dates), spec.cash.daily) if spec.cash.annual_rate else None
-    res = run_backtest(open_, close, weights, rebalance, cfg, cash_return=cash, adv=adv)
+    res = run_backtest(
+        open_, close, weights, rebalance, cfg, cash_return=cash_returns(spec.cash, dates), adv=adv
+    )
     day = dates.to_numpy().astype("datetime64[D]")
     keep = (day >= np.datetime64(max(start, inception + dt.timedelta(days=1)))) & (day <= np.datetime64(end))
     returns = pl.DataFrame(

@@ -80,14 +80,21 @@ class Execution(Strict):
 
 
 class Cash(Strict):
-    annual_rate: float = Field(
-        default=0.0, ge=-0.05, le=0.25, description="Return of uninvested cash, per year."
-    )
+    """What uninvested cash earns: nothing (default), a constant `annual_rate`, or a risk-free `series`
+    (a CSV file with columns `date` and `rate`, annualized decimal rates; relative to the strategy file)."""
+
+    annual_rate: float | None = Field(default=None, ge=-0.05, le=0.25, description="Constant rate per year.")
+    series: str | None = Field(default=None, description="CSV of annualized risk-free rates (date, rate).")
+
+    @model_validator(mode="after")
+    def _one(self) -> Cash:
+        if self.annual_rate is not None and self.series is not None:
+            raise ValueError("give either `annual_rate` or `series`, not both")
+        return self
 
     @property
-    def daily(self) -> float:
-        """The constant daily rate: (1 + annual_rate)^(1/252) - 1."""
-        return (1.0 + self.annual_rate) ** (1.0 / 252.0) - 1.0
+    def earns(self) -> bool:
+        return bool(self.annual_rate) or self.series is not None
 
 
 class Costs(Strict):
@@ -130,6 +137,11 @@ def load_strategy(path: Path) -> StrategySpec:
     spec = load_yaml_model(path, StrategySpec, check=_check)
     if spec.id != path.stem:
         raise ConfigError(f"{path}:1: id: '{spec.id}' must equal the file name '{path.stem}'")
+    if spec.cash.series is not None:
+        series = (path.parent / spec.cash.series).resolve()
+        if not series.is_file():
+            raise ConfigError(f"{path}: cash.series: no file {series}")
+        spec = spec.model_copy(update={"cash": spec.cash.model_copy(update={"series": str(series)})})
     return spec
 
 
