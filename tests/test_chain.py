@@ -224,7 +224,12 @@ def test_failing_step_writes_nothing(project: Path, base: Path, tmp_path: Path) 
     db = _copy(base, tmp_path)
     bad = tmp_path / "project"
     shutil.copytree(project, bad)
-    spec = (bad / "strategies" / "momentum_top2.yaml").read_text().replace("FB]", "FB, ZZZZ]")
+    spec = (
+        (bad / "strategies" / "momentum_top2.yaml")
+        .read_text()
+        .replace("{all: true}", "{symbols: [AAPL, ZZZZ]}")
+    )
+    assert "ZZZZ" in spec
     (bad / "strategies" / "momentum_top2.yaml").write_text(spec)
     before = _tables(db, DAYS[0], DAYS[0])["targets"]
     result = (
