@@ -20,7 +20,9 @@ from quantlab.resources import MarketData, ProjectFiles, Warehouse
 CHAIN_JOB = "daily_chain"
 
 
-def build_definitions(project_root: str | None = None, warehouse: Warehouse | None = None) -> dg.Definitions:
+def build_definitions(
+    project_root: str | None = None, warehouse: Warehouse | None = None, market_data: MarketData | None = None
+) -> dg.Definitions:
     """Assemble the definitions from the project's strategies and worlds (read at load time).
 
     A malformed strategy or world file fails the load with a message naming file, line, field and reason.
@@ -44,7 +46,7 @@ def build_definitions(project_root: str | None = None, warehouse: Warehouse | No
         ],
         resources={
             "warehouse": warehouse or Warehouse(),
-            "market_data": MarketData(),
+            "market_data": market_data or MarketData(),
             "project_files": ProjectFiles(root=root),
             "history_window": HistoryWindow.configure_at_launch(),
         },

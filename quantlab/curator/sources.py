@@ -7,12 +7,14 @@ open/high/low/close, close_raw, adj_factor, volume.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import polars as pl
 
 from quantlab.curator import embedded, synthetic
+from quantlab.curator.files import FilesSource
 
 
 class Source(Protocol):
@@ -55,13 +57,27 @@ class SyntheticSource:
         return synthetic.synthetic_registry(self.n_symbols, seed=self.seed)
 
 
-DATASETS = ("embedded", "synthetic")
+DATASETS = ("embedded", "synthetic", "files")
 
 
-def get_source(dataset: str, *, n_symbols: int = 50, seed: int = 7) -> Source:
+def get_source(
+    dataset: str,
+    *,
+    n_symbols: int = 50,
+    seed: int = 7,
+    files_path: str | None = None,
+    files_columns: Mapping[str, str] | None = None,
+    files_date_format: str | None = None,
+) -> Source:
     """The source for a dataset name; ValueError listing the valid names otherwise."""
     if dataset == "embedded":
         return EmbeddedSource()
     if dataset == "synthetic":
         return SyntheticSource(n_symbols=n_symbols, seed=seed)
+    if dataset == "files":
+        if not files_path:
+            raise ValueError(
+                "dataset 'files' needs a path (QUANTLAB_FILES_PATH or the resource's files_path)"
+            )
+        return FilesSource(files_path, columns=dict(files_columns or {}), date_format=files_date_format)
     raise ValueError(f"unknown dataset '{dataset}': valid datasets are {', '.join(DATASETS)}")

@@ -21,6 +21,14 @@ class MarketData(dg.ConfigurableResource):
         default_factory=lambda: int(os.environ.get("QUANTLAB_SYNTHETIC_SYMBOLS", "50"))
     )
     seed: int = 7
+    files_path: str | None = Field(
+        default_factory=lambda: os.environ.get("QUANTLAB_FILES_PATH"),
+        description="dataset 'files': a folder of per-symbol CSV/Parquet files, or one long file.",
+    )
+    files_columns: dict[str, str] = Field(default_factory=dict, description="Our column name -> the file's.")
+    files_date_format: str | None = Field(
+        default=None, description="strptime format of the dates (ISO if unset)."
+    )
 
     @field_validator("dataset")
     @classmethod
@@ -30,4 +38,11 @@ class MarketData(dg.ConfigurableResource):
         return value
 
     def source(self) -> Source:
-        return get_source(self.dataset, n_symbols=self.synthetic_symbols, seed=self.seed)
+        return get_source(
+            self.dataset,
+            n_symbols=self.synthetic_symbols,
+            seed=self.seed,
+            files_path=self.files_path,
+            files_columns=self.files_columns,
+            files_date_format=self.files_date_format,
+        )
