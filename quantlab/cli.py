@@ -162,3 +162,68 @@ def demo(start: dt.datetime | None, end: dt.datetime | None, recent: int) -> Non
     (artifacts / "summary.txt").write_text(text + "\n")
     click.echo(text)
     sys.exit(0 if success else 1)
+
+
+@main.group()
+def world() -> None:
+    """Inspect worlds."""
+
+
+@world.command("report")
+@click.argument("world_id")
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), required=True, help="As-of date.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def world_report(world_id: str, day: dt.datetime, as_json: bool) -> None:
+    """A world's decision on a date: each strategy's stage and reason, its rule results and the status of
+    every rule family. Exit 0 when every family passed, 1 when one failed, 2 when there is no decision."""
+    import polars as pl
+
+    from quantlab.project import load_project
+    from quantlab.resources import Warehouse
+    from quantlab.world.checks import family_passed
+    from quantlab.world.spec import FAMILIES
+
+    spec = load_project().worlds.get(world_id)
+    if spec is None:
+        raise click.UsageError(f"unknown world '{world_id}'")
+    wh, d = Warehouse(), day.date()
+    decisions = wh.read_table("world_decisions", d, d, where={"world": world_id})
+    if decisions.is_empty():
+        click.echo(f"no decision of world '{world_id}' on {d} in {wh.database}", err=True)
+        sys.exit(2)
+    rules = wh.read_table("rule_results", d, d, where={"world": world_id})
+    families = {f: family_passed(spec, f, rules) for f in FAMILIES}
+    report = {
+        "world": world_id,
+        "date": d.isoformat(),
+        "policy_version": decisions.get_column("policy_version")[0],
+        "ruleset_hash": decisions.get_column("ruleset_hash")[0],
+        "input_hash": decisions.get_column("input_hash")[0],
+        "evaluate_only": bool(decisions.get_column("evaluate_only")[0]),
+        "families": {f: {"passed": ok, "severity": spec.rule(f).severity} for f, ok in families.items()},
+        "strategies": decisions.select("strategy", "stage", "stage_since", "selected", "score", "reason_code")
+        .sort("strategy")
+        .to_dicts(),
+        "rules": rules.select("strategy", "rule", "stage", "status", "reason_code", "reason")
+        .sort("strategy", "rule")
+        .to_dicts(),
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        click.echo(f"World {world_id} on {d} — {report['policy_version']} (ruleset {report['ruleset_hash']})")
+        if report["evaluate_only"]:
+            click.echo("  data is stale: evaluate-only (no stage changes, allocation frozen)")
+        for s in report["strategies"]:
+            score = "-" if s["score"] is None else f"{s['score']:.3f}"
+            click.echo(f"  {s['strategy']:<22}{s['stage']:<10}score {score:>8}  {s['reason_code']}")
+        click.echo("  rules:")
+        with pl.Config(tbl_rows=200, tbl_width_chars=200, fmt_str_lengths=90, tbl_hide_dataframe_shape=True):
+            click.echo(rules.select("strategy", "rule", "status", "reason").sort("strategy", "rule"))
+        click.echo(
+            "  checks: "
+            + ", ".join(
+                f"{f}={'PASS' if ok else spec.rule(f).severity.upper()}" for f, ok in families.items()
+            )
+        )
+    sys.exit(0 if all(families.values()) else 1)

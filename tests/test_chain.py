@@ -6,6 +6,7 @@ strategies move through their stages within the few months the tests can afford.
 """
 
 import datetime as dt
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -243,3 +244,49 @@ def test_failing_step_writes_nothing(project: Path, base: Path, tmp_path: Path) 
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert failure.step_key == "targets" and "ZZZZ" in failure.event_specific_data.error.message
     assert _tables(db, DAYS[0], DAYS[0])["targets"].equals(before)
+
+
+def test_world_report_cli(project: Path, base: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from quantlab.cli import main
+
+    db = _copy(base, tmp_path)
+    env = {"QUANTLAB_WAREHOUSE": str(db), "QUANTLAB_PROJECT_DIR": str(project)}
+    runner = CliRunner()
+    result = runner.invoke(
+        main, ["world", "report", "alpha", "--date", BASE[1].isoformat(), "--json"], env=env
+    )
+    assert result.exit_code in (0, 1), result.output
+    report = json.loads(result.output)
+    stored = Warehouse(database=str(db)).read_table(
+        "world_decisions", BASE[1], BASE[1], where={"world": "alpha"}
+    )
+    assert sorted(s["strategy"] for s in report["strategies"]) == sorted(stored.get_column("strategy"))
+    assert set(report["families"]) == {
+        "data_currency",
+        "sample",
+        "gates",
+        "correlation",
+        "selection",
+        "lifecycle",
+    }
+    assert result.exit_code == (0 if all(f["passed"] for f in report["families"].values()) else 1)
+    missing = runner.invoke(main, ["world", "report", "alpha", "--date", "1999-01-04"], env=env)
+    assert missing.exit_code == 2
+
+
+def test_validate_cli_names_the_bad_file(project: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from quantlab.cli import main
+
+    bad = tmp_path / "project"
+    shutil.copytree(project, bad)
+    path = bad / "strategies" / "momentum_top2.yaml"
+    path.write_text(path.read_text().replace("mom_60 - 0.5 * vol_60", "mom_60 - 0.5 * vol_6O"))
+    runner = CliRunner()
+    assert runner.invoke(main, ["validate"], env={"QUANTLAB_PROJECT_DIR": str(project)}).exit_code == 0
+    result = runner.invoke(main, ["validate"], env={"QUANTLAB_PROJECT_DIR": str(bad)})
+    assert result.exit_code == 1
+    assert f"{path}:8: signal.score: unknown name 'vol_6O'" in result.output

@@ -7,9 +7,9 @@ partition-aware asset check per rule family (`W_data_currency`, `W_sample`, `W_g
 carries checks on budgets, weight limits and live-only capital. Adding a world file adds its assets and
 checks with no code change.
 
-A family's check fails when one of its rule results has status `fail` for a strategy that is active
-(paper or live) at the time, or for the world itself (strategy `*`): a backtest-stage strategy failing a
-gate is routine and only shows in the table; an active one is what a risk desk must see.
+A family's check fails as `quantlab.world.checks` says: a rule result with status `fail` for a strategy
+that is active (paper or live) at the time, or for the world itself (strategy `*`). A backtest-stage
+strategy failing a gate is routine and only shows in the table; an active one is what a risk desk must see.
 """
 
 import datetime as dt
@@ -23,6 +23,7 @@ from quantlab.partitions import TRADING_DAYS, partition_dates
 from quantlab.project import Project
 from quantlab.resources import Warehouse
 from quantlab.world.allocate import allocate_range, world_returns
+from quantlab.world.checks import family_failures, family_passed
 from quantlab.world.evaluate import evaluate_world, metric_panel, previous_states
 from quantlab.world.spec import FAMILIES, WorldSpec
 
@@ -47,14 +48,14 @@ def family_check(world: WorldSpec, family: str, rules: pl.DataFrame) -> dg.Asset
     """The asset-check result of one rule family over the rule results of the run's dates."""
     policy = world.rule(family)
     rows = rules.filter(pl.col("family") == family)
-    failing = rows.filter((pl.col("status") == "fail") & pl.col("stage").is_in(["paper", "live", "*"]))
+    failing = family_failures(rules, family)
     last = rows.filter(pl.col("date") == pl.col("date").max()).select(
         "strategy", "stage", "rule", "status", "reason"
     )
     return dg.AssetCheckResult(
         check_name=f"{world.id}_{family}",
         asset_key=dg.AssetKey(["world_evaluation", world.id]),
-        passed=failing.is_empty() or policy.severity == "info",
+        passed=family_passed(world, family, rules),
         severity=_SEVERITY[policy.severity],
         metadata={
             "policy_version": world.policy_version,
