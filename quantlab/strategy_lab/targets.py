@@ -30,13 +30,14 @@ def strategy_targets(features: pl.DataFrame, spec: StrategySpec) -> pl.DataFrame
         df.select("date", "symbol", "vol_20")
         .with_columns(score=pl.Series(score))
         .filter(pl.col("score").is_not_nan() & pl.col("score").is_finite())
+        .sort("date", "symbol")
     )
     port = spec.portfolio
     n_long, n_short = port.long.top, port.short.top
     leg_gross = port.gross / 2 if (n_long and n_short) else port.gross
-    # deterministic ties: by score, then symbol
-    df = df.sort("date", "score", "symbol", descending=[False, True, False]).with_columns(
-        rank_desc=pl.int_range(pl.len()).over("date"),
+    # rank by score within each date; equal scores rank by symbol (ordinal ties follow the row order)
+    df = df.with_columns(
+        rank_desc=(-pl.col("score")).rank("ordinal").over("date").cast(pl.Int64) - 1,
         count=pl.len().over("date"),
     )
     is_long = pl.col("rank_desc") < n_long
@@ -69,7 +70,7 @@ def strategy_targets(features: pl.DataFrame, spec: StrategySpec) -> pl.DataFrame
         .otherwise(pl.col("weight"))
         .alias("weight"),
         "side",
-    ).sort("date", "symbol")
+    )
 
 
 def all_targets(features: pl.DataFrame, specs: dict[str, StrategySpec]) -> pl.DataFrame:
