@@ -33,7 +33,14 @@ def run_ohlcv(warehouse: Warehouse, source: Source, start: dt.date, end: dt.date
             "SELECT symbol, min(date) FROM ohlcv WHERE date < ? GROUP BY symbol", [start]
         )
         first_dates.update(dict(earlier.iter_rows()))
-    issues = quality_issues(bars, sessions(start, end), first_dates)
+    previous = None
+    if warehouse.has_table("ohlcv"):
+        previous = warehouse.read(
+            "SELECT symbol, arg_max(close, date) AS close, arg_max(close_raw, date) AS close_raw, "
+            "arg_max(adj_factor, date) AS adj_factor FROM ohlcv WHERE date < ? GROUP BY symbol",
+            [start],
+        )
+    issues = quality_issues(bars, sessions(start, end), first_dates, previous)
     n = write(warehouse, "ohlcv", bars, start, end)
     write(warehouse, "quality_issues", issues, start, end)
     results = []
