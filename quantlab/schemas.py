@@ -13,24 +13,16 @@ from dataclasses import dataclass
 import pandera.polars as pa
 import polars as pl
 
+from quantlab.curator.contract import OHLCV_SCHEMA
 from quantlab.features.library import FEATURE_NAMES
 
-
-class Ohlcv(pa.DataFrameModel):
-    """Daily bars. open/high/low/close are split- and dividend-adjusted; close_raw is the traded close."""
-
-    symbol: str = pa.Field(nullable=False)
-    date: dt.date = pa.Field(nullable=False)
-    open: float = pa.Field(nullable=True)
-    high: float = pa.Field(nullable=True)
-    low: float = pa.Field(nullable=True)
-    close: float = pa.Field(nullable=True)
-    close_raw: float = pa.Field(nullable=True)
-    adj_factor: float = pa.Field(nullable=True)
-    volume: int = pa.Field(nullable=True)
-
-    class Config:
-        strict = True
+#: Daily bars (layout: `quantlab.curator.contract`). Keys are never null; values may be, and the quality
+#: gate, not the write, reports bad values, so a bad bar is stored and shown, not silently dropped.
+Ohlcv = pa.DataFrameSchema(
+    {name: pa.Column(dtype, nullable=name not in ("symbol", "date")) for name, dtype in OHLCV_SCHEMA.items()},
+    strict=True,
+    name="ohlcv",
+)
 
 
 class QualityIssues(pa.DataFrameModel):

@@ -13,9 +13,9 @@ import pytest
 
 from quantlab.calendar import sessions
 from quantlab.curator import embedded
+from quantlab.curator.contract import OHLCV_COLUMNS
 from quantlab.curator.embedded import DataIntegrityError, embedded_ohlcv
 from quantlab.curator.sources import get_source
-from quantlab.features.library import OHLCV_COLUMNS
 from quantlab.schemas import TABLES
 
 SPLITS = [("AAPL", dt.date(2000, 6, 21)), ("AAPL", dt.date(2005, 2, 28)), ("MSFT", dt.date(2003, 2, 18))]

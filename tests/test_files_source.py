@@ -9,7 +9,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from quantlab.curator.files import OHLCV_SCHEMA, FilesSource, SourceDataError
+from quantlab.curator.contract import OHLCV_SCHEMA
+from quantlab.curator.files import FilesSource, SourceDataError
 from quantlab.curator.quality import quality_issues
 from quantlab.schemas import Ohlcv
 
@@ -43,7 +44,7 @@ def bars(source: FilesSource) -> pl.DataFrame:
 def test_folder_of_per_symbol_csvs(tmp_path: Path) -> None:
     out = bars(FilesSource(str(per_symbol_folder(tmp_path))))
     assert out.schema == pl.Schema(OHLCV_SCHEMA)
-    assert out.columns == list(Ohlcv.to_schema().columns)
+    assert out.columns == list(Ohlcv.columns)
     Ohlcv.validate(out)
     assert out["symbol"].to_list() == ["AAPL"] * 3 + ["MSFT"] * 2
     assert out["date"].to_list()[:3] == [D(2024, 1, 2), D(2024, 1, 3), D(2024, 1, 4)]

@@ -14,20 +14,11 @@ from polars.testing import assert_frame_equal
 
 from quantlab.calendar import CALENDAR_START, sessions
 from quantlab.curator import synthetic
+from quantlab.curator.contract import OHLCV_SCHEMA
 from quantlab.curator.synthetic import SECTORS, synthetic_ohlcv, synthetic_registry, synthetic_symbols
 
 D = dt.date
-COLUMNS = {
-    "symbol": pl.String,
-    "date": pl.Date,
-    "open": pl.Float64,
-    "high": pl.Float64,
-    "low": pl.Float64,
-    "close": pl.Float64,
-    "close_raw": pl.Float64,
-    "adj_factor": pl.Float64,
-    "volume": pl.Int64,
-}
+COLUMNS = OHLCV_SCHEMA
 
 
 @cache

@@ -39,22 +39,13 @@ from pathlib import Path
 
 import polars as pl
 
+from quantlab.curator.contract import OHLCV_SCHEMA
+
 FIELDS = ("symbol", "date", "open", "high", "low", "close", "adj_close", "volume")
 REQUIRED = ("date", "open", "high", "low", "close", "volume")
 PRICES = ("open", "high", "low", "close", "adj_close")
 SUFFIXES = (".csv", ".parquet")
 MAX_SHOWN = 5
-OHLCV_SCHEMA = {
-    "symbol": pl.String,
-    "date": pl.Date,
-    "open": pl.Float64,
-    "high": pl.Float64,
-    "low": pl.Float64,
-    "close": pl.Float64,
-    "close_raw": pl.Float64,
-    "adj_factor": pl.Float64,
-    "volume": pl.Int64,
-}
 REGISTRY_SCHEMA = {"symbol": pl.String, "name": pl.String, "sector": pl.String}
 _ROW = "__row"
 

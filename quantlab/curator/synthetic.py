@@ -33,6 +33,7 @@ import numpy as np
 import polars as pl
 
 from quantlab.calendar import CALENDAR_START, sessions
+from quantlab.curator.contract import OHLCV_SCHEMA
 
 SECTORS: tuple[str, ...] = (  # GICS-like, spelled as in the embedded registry
     "Communication Services",
@@ -47,17 +48,6 @@ SECTORS: tuple[str, ...] = (  # GICS-like, spelled as in the embedded registry
     "Utilities",
 )
 
-OHLCV_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String(),
-    "date": pl.Date(),
-    "open": pl.Float64(),
-    "high": pl.Float64(),
-    "low": pl.Float64(),
-    "close": pl.Float64(),
-    "close_raw": pl.Float64(),
-    "adj_factor": pl.Float64(),
-    "volume": pl.Int64(),
-}
 
 _PREFIX = "SYN"
 _NAMESPACE = 0x5E_17_0D  # first spawn-key word: keeps these streams apart from other uses of the seed

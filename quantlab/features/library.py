@@ -42,7 +42,6 @@ __all__ = [
     "FEATURES",
     "FEATURE_NAMES",
     "MAX_LOOKBACK",
-    "OHLCV_COLUMNS",
     "FeatureDef",
     "compute_features",
     "feature_set_version",
@@ -51,17 +50,6 @@ __all__ = [
 #: Bump when a library-wide convention changes (null policy, output layout): it salts every version hash.
 LIBRARY_VERSION = "features/1"
 
-OHLCV_COLUMNS: tuple[str, ...] = (
-    "symbol",
-    "date",
-    "open",
-    "high",
-    "low",
-    "close",
-    "close_raw",
-    "adj_factor",
-    "volume",
-)
 ANNUALIZATION = math.sqrt(252.0)
 _EPS = 1e-12  # relative size below which a denominator (dispersion, mean absolute return) counts as zero
 _EPOCH = dt.date(1970, 1, 1)
