@@ -38,6 +38,8 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from quantlab.metrics import PERIODS_PER_YEAR
+
 __all__ = [
     "FEATURES",
     "FEATURE_NAMES",
@@ -50,7 +52,7 @@ __all__ = [
 #: Bump when a library-wide convention changes (null policy, output layout): it salts every version hash.
 LIBRARY_VERSION = "features/1"
 
-ANNUALIZATION = math.sqrt(252.0)
+ANNUALIZATION = math.sqrt(PERIODS_PER_YEAR)  # the convention lives in quantlab.metrics
 _EPS = 1e-12  # relative size below which a denominator (dispersion, mean absolute return) counts as zero
 _EPOCH = dt.date(1970, 1, 1)
 
