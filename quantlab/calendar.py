@@ -54,6 +54,12 @@ def session_index(days: pl.Series | list[dt.date]) -> np.ndarray:
     return idx
 
 
+def sessions_through(days: pl.Series) -> np.ndarray:
+    """Number of calendar sessions on or before each date (vectorized; any date, session or not)."""
+    ords = days.cast(pl.Date).cast(pl.Int32).to_numpy().astype(np.int64) + dt.date(1970, 1, 1).toordinal()
+    return np.searchsorted(_ordinals(), ords, side="right")
+
+
 def shift_sessions(day: dt.date, n: int) -> dt.date:
     """The session n sessions after (n > 0) or before (n < 0) the session `day`, clamped to the calendar."""
     i = int(session_index([day])[0])

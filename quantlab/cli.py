@@ -34,12 +34,13 @@ def main() -> None:
 
 @main.command()
 def validate() -> None:
-    """Validate every strategy and world file (and supervisor.yaml); exit 1 on the first bad file set."""
+    """Validate every strategy and world file (and supervisor.yaml, curator.yaml); exit 1 on a bad file."""
     from quantlab.project import load_project
 
     project = load_project()
     try:
-        strategies, worlds, _ = project.strategies, project.worlds, project.supervisor
+        strategies, worlds = project.strategies, project.worlds
+        project.supervisor, project.curator  # noqa: B018 - loading validates them
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)

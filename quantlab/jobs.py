@@ -55,7 +55,7 @@ def _finish(context: dg.OpExecutionContext, name: str, run: StageRun) -> None:
 Runner = Callable[[Warehouse, MarketData, Project, dt.date, dt.date, Path], StageRun]
 
 CHAIN: list[tuple[str, Runner]] = [
-    ("ohlcv", lambda w, m, p, a, b, r: run_ohlcv(w, m.source(), a, b)),
+    ("ohlcv", lambda w, m, p, a, b, r: run_ohlcv(w, m.source(), a, b, p.curator.quality, r)),
     ("features", lambda w, m, p, a, b, r: run_features(w, a, b)),
     ("labels", lambda w, m, p, a, b, r: run_labels(w, a, b)),
     ("targets", lambda w, m, p, a, b, r: run_targets(w, m, p, a, b)),

@@ -1,4 +1,4 @@
-"""Where the user's files live and how they are loaded (strategies/, worlds/, supervisor.yaml)."""
+"""Where the user's files live and how they are loaded (strategies/, worlds/, supervisor.yaml, curator.yaml)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from quantlab.curator.settings import CuratorSpec, load_curator
 from quantlab.strategy_lab.spec import StrategySpec, load_strategies
 from quantlab.supervisor.spec import SupervisorSpec, load_supervisor
 from quantlab.world.spec import WorldSpec, load_worlds
@@ -33,6 +34,10 @@ class Project:
     @cached_property
     def worlds(self) -> dict[str, WorldSpec]:
         return load_worlds(self.root / "worlds", self.strategies)
+
+    @cached_property
+    def curator(self) -> CuratorSpec:
+        return load_curator(self.root / "curator.yaml")
 
     @cached_property
     def supervisor(self) -> SupervisorSpec:

@@ -39,6 +39,25 @@ class QualityIssues(pa.DataFrameModel):
         strict = True
 
 
+class Symbols(pa.DataFrameModel):
+    """The symbol registry (not partitioned: rewritten whole by each `ohlcv` run).
+
+    name and sector come from the source; first/last_date from the stored bars; `active` says whether the
+    source still lists the symbol (only active symbols are expected on every session by the quality gate).
+    """
+
+    symbol: str = pa.Field(unique=True)
+    name: str
+    sector: str
+    active: bool
+    first_date: dt.date
+    last_date: dt.date
+    bars: pl.Int64 = pa.Field(ge=1)
+
+    class Config:
+        strict = True
+
+
 def _features_schema() -> pa.DataFrameSchema:
     cols = {
         "date": pa.Column(pl.Date, nullable=False),
@@ -232,7 +251,7 @@ class WorldReturns(pa.DataFrameModel):
 class Table:
     name: str
     schema: pa.DataFrameSchema
-    partition_col: str = "date"
+    partition_col: str | None = "date"  # None: not partitioned, written whole (`Warehouse.replace_all`)
     scope: tuple[str, ...] = ()
 
 
@@ -246,6 +265,7 @@ TABLES: dict[str, Table] = {
     for t in [
         _table("ohlcv", Ohlcv),
         _table("quality_issues", QualityIssues),
+        _table("symbols", Symbols, partition_col=None),
         _table("features", _features_schema()),
         _table("labels", Labels, partition_col="asof_date"),
         _table("targets", Targets),

@@ -1,16 +1,25 @@
 """`ohlcv`: daily bars from the configured source, gated by partition-aware quality checks."""
 
 import datetime as dt
+import time
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
 from quantlab.assets.common import StageRun, chain_asset, md_table, write
 from quantlab.calendar import sessions
+from quantlab.curator.ingest import continue_history, registry_table
 from quantlab.curator.quality import RULES, quality_issues
+from quantlab.curator.report import quality_report
+from quantlab.curator.settings import QualitySettings
 from quantlab.curator.sources import Source
 from quantlab.partitions import TRADING_DAYS, partition_dates
-from quantlab.resources import MarketData, Warehouse
+from quantlab.resources import MarketData, ProjectFiles, Warehouse
+from quantlab.resources.warehouse import SchemaViolation, validate
+
+SCHEMA_CHECK = "schema"
+CHECKS: dict[str, str] = {SCHEMA_CHECK: "blocking", **RULES}
 
 QUALITY_CHECKS = [
     dg.AssetCheckSpec(
@@ -18,59 +27,152 @@ QUALITY_CHECKS = [
         asset="ohlcv",
         partitions_def=TRADING_DAYS,
         blocking=severity == "blocking",
-        description=f"Quality rule `{rule}` ({severity}); failing rows in the metadata and `quality_issues`.",
+        description=(
+            "The bars match the OHLCV table contract (columns, types, keys); on a violation nothing is written."
+            if rule == SCHEMA_CHECK
+            else f"Quality rule `{rule}` ({severity}); failing rows in the metadata and `quality_issues`."
+        ),
     )
-    for rule, severity in RULES.items()
+    for rule, severity in CHECKS.items()
 ]
+_ANCHOR_DAYS = 10  # calendar days before the range the source is asked for, to continue stored history
 
 
-def run_ohlcv(warehouse: Warehouse, source: Source, start: dt.date, end: dt.date) -> StageRun:
-    """Load the source's bars for [start, end], run the quality rules, write `ohlcv` and `quality_issues`."""
-    bars = source.bars(start, end)
-    first_dates = dict(bars.group_by("symbol").agg(pl.col("date").min()).iter_rows())
-    if warehouse.has_table("ohlcv"):
-        earlier = warehouse.read(
-            "SELECT symbol, min(date) FROM ohlcv WHERE date < ? GROUP BY symbol", [start]
-        )
-        first_dates.update(dict(earlier.iter_rows()))
+def _severity(rule: str) -> dg.AssetCheckSeverity:
+    return dg.AssetCheckSeverity.ERROR if CHECKS[rule] == "blocking" else dg.AssetCheckSeverity.WARN
+
+
+def _schema_failure(source: Source, exc: SchemaViolation, start: dt.date, end: dt.date) -> StageRun:
+    """Nothing written: the schema check fails (blocking) and the rules are reported as not evaluated."""
+    cases = exc.failure_cases.select(
+        [c for c in ("column", "check", "index", "failure_case") if c in exc.failure_cases.columns]
+    )
+    checks = [
+        dg.AssetCheckResult(
+            check_name=SCHEMA_CHECK,
+            passed=False,
+            severity=_severity(SCHEMA_CHECK),
+            metadata={
+                "failing_rows": cases.height,
+                "rows": dg.MetadataValue.md(md_table(cases.cast(pl.String))),
+                "error": str(exc),
+            },
+        ),
+        *[
+            dg.AssetCheckResult(
+                check_name=rule,
+                passed=False,
+                severity=_severity(rule),
+                metadata={"not_evaluated": "the bars broke the table schema; nothing was written"},
+            )
+            for rule in RULES
+        ],
+    ]
+    metadata = {
+        "dataset": source.name,
+        "rows": 0,
+        "first_date": str(start),
+        "last_date": str(end),
+        "error": str(exc),
+    }
+    return StageRun(metadata=metadata, checks=checks)
+
+
+def run_ohlcv(
+    warehouse: Warehouse,
+    source: Source,
+    start: dt.date,
+    end: dt.date,
+    settings: QualitySettings | None = None,
+    run_dir: Path | None = None,
+) -> StageRun:
+    """Load the source's bars for [start, end], gate them, write `ohlcv`, `quality_issues` and `symbols`.
+
+    Incremental: only the range (plus a few days before it, to continue the stored adjusted history across a
+    corporate action the source re-based) is asked from the source. With `run_dir`, writes
+    `reports/quality_report.md`.
+    """
+    settings = settings or QualitySettings()
+    stored = warehouse.has_table("ohlcv")
     previous = None
-    if warehouse.has_table("ohlcv"):
+    if stored:
         previous = warehouse.read(
-            "SELECT symbol, arg_max(close, date) AS close, arg_max(close_raw, date) AS close_raw, "
+            "SELECT symbol, max(date) AS date, arg_max(close, date) AS close, arg_max(close_raw, date) AS close_raw, "
             "arg_max(adj_factor, date) AS adj_factor FROM ohlcv WHERE date < ? GROUP BY symbol",
             [start],
         )
-    issues = quality_issues(bars, sessions(start, end), first_dates, previous)
+    began = time.perf_counter()
+    incoming = source.bars(start - dt.timedelta(days=_ANCHOR_DAYS), end)
+    fetch_s = time.perf_counter() - began
+    bars, rebased = continue_history(incoming, previous, start)
+    try:
+        validate("ohlcv", bars)
+    except SchemaViolation as exc:
+        return _schema_failure(source, exc, start, end)
+
+    source_registry = source.registry()
+    firsts = bars.group_by("symbol").agg(pl.col("date").min())
+    if stored:
+        earlier = warehouse.read(
+            "SELECT symbol, min(date) AS date FROM ohlcv WHERE date < ? GROUP BY symbol", [start]
+        )
+        firsts = pl.concat([earlier, firsts]).group_by("symbol").agg(pl.col("date").min())
+    active = set(source_registry.get_column("symbol").to_list()) | set(bars.get_column("symbol").unique())
+    expected = {s: d for s, d in firsts.iter_rows() if s in active}
+    days = sessions(start, end)
+    issues = quality_issues(bars, days, expected, previous, settings)
+
     n = write(warehouse, "ohlcv", bars, start, end)
     write(warehouse, "quality_issues", issues, start, end)
-    results = []
-    for rule, severity in RULES.items():
+    spans = warehouse.read(
+        "SELECT symbol, min(date) AS first_date, max(date) AS last_date, count(*) AS bars FROM ohlcv GROUP BY symbol"
+    )
+    registry = registry_table(spans, source_registry)
+    warehouse.replace_all("symbols", registry)
+
+    checks = [
+        dg.AssetCheckResult(
+            check_name=SCHEMA_CHECK,
+            passed=True,
+            severity=_severity(SCHEMA_CHECK),
+            metadata={"rows": bars.height, "columns": ", ".join(bars.columns)},
+        )
+    ]
+    for rule in RULES:
         failing = issues.filter(pl.col("rule") == rule)
-        results.append(
+        checks.append(
             dg.AssetCheckResult(
                 check_name=rule,
                 passed=failing.is_empty(),
-                severity=dg.AssetCheckSeverity.ERROR
-                if severity == "blocking"
-                else dg.AssetCheckSeverity.WARN,
+                severity=_severity(rule),
                 metadata={
                     "failing_rows": failing.height,
-                    "rows": dg.MetadataValue.md(md_table(failing.select("symbol", "bar_date", "detail"))),
+                    "rows": dg.MetadataValue.md(
+                        md_table(failing.select("date", "symbol", "bar_date", "detail"))
+                    ),
                 },
             )
         )
-    return StageRun(
-        metadata={
-            "dataset": source.name,
-            "rows": n,
-            "symbols": bars.get_column("symbol").n_unique(),
-            "first_date": str(start),
-            "last_date": str(end),
-            "quality_issues": issues.height,
-            "preview": dg.MetadataValue.md(md_table(bars.tail(10))),
-        },
-        checks=results,
-    )
+    report = quality_report(bars, issues, days, expected, source.name, fetch_s, rebased)
+    metadata: dict = {
+        "dataset": source.name,
+        "rows": n,
+        "symbols": bars.get_column("symbol").n_unique(),
+        "first_date": str(start),
+        "last_date": str(end),
+        "quality_issues": issues.height,
+        "coverage_pct": report.coverage_pct,
+        "fetch_seconds": round(fetch_s, 3),
+        "rebased_symbols": rebased.height,
+        "registry": dg.MetadataValue.md(md_table(registry)),
+        "preview": dg.MetadataValue.md(md_table(bars.tail(10))),
+    }
+    if run_dir is not None:
+        path = run_dir / "reports" / "quality_report.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(report.markdown)
+        metadata["quality_report"] = dg.MetadataValue.path(str(path))
+    return StageRun(metadata=metadata, checks=checks)
 
 
 @chain_asset(
@@ -80,6 +182,16 @@ def run_ohlcv(warehouse: Warehouse, source: Source, start: dt.date, end: dt.date
     description="Daily OHLCV (adjusted open/high/low/close, raw close, factor, volume) for each as-of date.",
 )
 def ohlcv(
-    context: dg.AssetExecutionContext, warehouse: Warehouse, market_data: MarketData
+    context: dg.AssetExecutionContext,
+    warehouse: Warehouse,
+    market_data: MarketData,
+    project_files: ProjectFiles,
 ) -> dg.MaterializeResult:
-    return run_ohlcv(warehouse, market_data.source(), *partition_dates(context)).result()
+    project = project_files.load()
+    return run_ohlcv(
+        warehouse,
+        market_data.source(),
+        *partition_dates(context),
+        settings=project.curator.quality,
+        run_dir=project_files.run_dir(context.run_id),
+    ).result()

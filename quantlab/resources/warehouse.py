@@ -130,6 +130,8 @@ class Warehouse(DuckDBResource):
         if not self.has_table(table):
             return empty_frame(table, cols)
         clauses, params = [], []
+        if spec.partition_col is None:
+            start = end = None
         if start is not None:
             clauses.append(f"{spec.partition_col} >= ?")
             params.append(start)
@@ -163,6 +165,8 @@ class Warehouse(DuckDBResource):
         outside the range or scope it is written for. Returns the number of rows inserted.
         """
         spec = TABLES[table]
+        if spec.partition_col is None:
+            raise ValueError(f"table '{table}' is not partitioned: use replace_all")
         scope = dict(scope or {})
         if set(scope) != set(spec.scope):
             raise ValueError(f"table '{table}' writes are scoped by {spec.scope}, got {tuple(scope)}")
@@ -174,7 +178,16 @@ class Warehouse(DuckDBResource):
             if df.height and (df.get_column(key) != value).any():
                 raise ValueError(f"rows for '{table}' fall outside the scope {key}={value}")
         where = " AND ".join([f"{spec.partition_col} BETWEEN ? AND ?", *[f'"{k}" = ?' for k in scope]])
-        params = [start, end, *scope.values()]
+        return self._swap(table, df, where, [start, end, *scope.values()])
+
+    def replace_all(self, table: str, df: pl.DataFrame) -> int:
+        """Atomically replace every row of a non-partitioned table (schema-checked like `replace`)."""
+        if TABLES[table].partition_col is not None:
+            raise ValueError(f"table '{table}' is partitioned by {TABLES[table].partition_col}: use replace")
+        return self._swap(table, validate(table, df), "TRUE", [])
+
+    def _swap(self, table: str, df: pl.DataFrame, where: str, params: list) -> int:
+        """In one transaction: delete the rows matching `where`, insert `df` (layout checked first)."""
         with self.connect() as con:
             con.execute(_ddl(table))
             stored = con.sql(
@@ -189,7 +202,7 @@ class Warehouse(DuckDBResource):
                 )
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute(f"DELETE FROM {table} WHERE {where}", params)
+                con.execute(f"DELETE FROM {table} WHERE {where}", params or None)
                 if df.height:
                     con.register("_incoming", df)
                     con.execute(f"INSERT INTO {table} SELECT * FROM _incoming")
