@@ -16,6 +16,7 @@ from quantlab.jobs import HistoryWindow, history_job
 from quantlab.partitions import TRADING_DAYS
 from quantlab.project import Project, project_dir
 from quantlab.resources import MarketData, ProjectFiles, Warehouse
+from quantlab.resources.market_data import default_market_data
 
 CHAIN_JOB = "daily_chain"
 
@@ -46,7 +47,7 @@ def build_definitions(
         ],
         resources={
             "warehouse": warehouse or Warehouse(),
-            "market_data": market_data or MarketData(),
+            "market_data": market_data or default_market_data(),
             "project_files": ProjectFiles(root=root),
             "history_window": HistoryWindow.configure_at_launch(),
         },

@@ -5,14 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
-import threading
 import urllib.error
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import polars as pl
 import pytest
+from av_server import FIX, INVALID, serve
 
 from quantlab.calendar import sessions
 from quantlab.curator.adjust import RAW_SCHEMA
@@ -39,7 +37,6 @@ from quantlab.curator.contract import OHLCV_SCHEMA
 from quantlab.curator.files import REGISTRY_SCHEMA
 from quantlab.curator.sources import Source
 
-FIX = Path(__file__).parent / "fixtures" / "alphavantage"
 KEY = "QLTESTKEY7F3A9C2E"  # the key echoed by error_daily_limit.json
 UTC = dt.UTC
 AFTER_CLOSE = dt.datetime(2024, 5, 3, 21, 0, tzinfo=UTC)  # 17:00 New York, the day of the newest bar
@@ -52,7 +49,6 @@ ROUTES = {
     ("TIME_SERIES_DAILY_ADJUSTED", "IBM", "csv"): "daily_adjusted_IBM.csv",
     ("TIME_SERIES_DAILY", "MSFT", "json"): "daily_MSFT_compact.json",
 }
-INVALID = "error_invalid_symbol.json"
 
 EXPECTED = {
     "daily_IBM_compact.json": None,
@@ -125,7 +121,7 @@ def _no_sleep(seconds: float) -> None:
 def test_daily_json_maps_fields_by_name():
     df = make_client().daily("IBM", adjusted=False, outputsize="compact", datatype="json")
     assert df.schema == pl.Schema(RAW_SCHEMA)
-    assert df.height == 64
+    assert df.height == 65
     assert df["date"].is_sorted()
     assert df["date"][0] == dt.date(2024, 2, 1)
     assert df.row(-1, named=True) == {
@@ -193,7 +189,9 @@ def test_missing_field_is_an_unexpected_response():
 
 def test_incomplete_newest_bar_is_dropped(caplog):
     caplog.set_level(logging.INFO, logger="quantlab.curator.alphavantage")
-    client = make_client(FakeTransport("daily_IBM_incomplete.json"), now=dt.datetime(2024, 5, 6, 23, tzinfo=UTC))
+    client = make_client(
+        FakeTransport("daily_IBM_incomplete.json"), now=dt.datetime(2024, 5, 6, 23, tzinfo=UTC)
+    )
     df = client.daily("IBM", adjusted=False, outputsize="compact", datatype="json")
     assert df["date"][-1] == dt.date(2024, 5, 3)  # 2024-05-06 refreshed at 11:32 ET: dropped
     assert df.height == 10
@@ -201,7 +199,9 @@ def test_incomplete_newest_bar_is_dropped(caplog):
 
 
 def test_newest_bar_kept_when_refreshed_after_close():
-    text = (FIX / "daily_IBM_incomplete.json").read_text().replace("2024-05-06 11:32:05", "2024-05-06 16:00:01")
+    text = (
+        (FIX / "daily_IBM_incomplete.json").read_text().replace("2024-05-06 11:32:05", "2024-05-06 16:00:01")
+    )
     df = make_client(FakeTransport(text.encode()), now=BEFORE_CLOSE).daily("IBM")
     assert df["date"][-1] == dt.date(2024, 5, 6)
 
@@ -227,7 +227,9 @@ def test_newest_bar_complete_on_half_days():
     assert newest_bar_complete(full, "2024-11-27 16:00:00", BEFORE_CLOSE)
     # summer time: 16:00 EDT = 20:00 UTC
     assert newest_bar_complete(dt.date(2024, 5, 3), "2024-05-03", dt.datetime(2024, 5, 3, 20, 0, tzinfo=UTC))
-    assert not newest_bar_complete(dt.date(2024, 5, 3), "2024-05-03", dt.datetime(2024, 5, 3, 19, 59, tzinfo=UTC))
+    assert not newest_bar_complete(
+        dt.date(2024, 5, 3), "2024-05-03", dt.datetime(2024, 5, 3, 19, 59, tzinfo=UTC)
+    )
 
 
 # --- errors -----------------------------------------------------------------------------------------------
@@ -254,7 +256,9 @@ def test_classify_rate_limits_before_premium():
     for name in ("error_burst_information.json", "error_burst_note.json", "error_daily_limit.json"):
         assert "premium" in body(name).decode()  # the trap the order avoids
         assert isinstance(classify(body(name)), RateLimitError)
-    assert isinstance(classify({"Information": "Thank you ... premium plans ... 25 requests per day"}), DailyLimitError)
+    assert isinstance(
+        classify({"Information": "Thank you ... premium plans ... 25 requests per day"}), DailyLimitError
+    )
     assert classify('{"Meta Data": {}, "Time Series (Daily)": {}}') is None
     assert isinstance(classify("<html>Bad gateway</html>"), UnexpectedResponseError)
     assert isinstance(classify("[1, 2]"), UnexpectedResponseError)
@@ -295,16 +299,19 @@ def test_invalid_symbol_names_the_symbol():
 def test_burst_then_success(caplog):
     caplog.set_level(logging.WARNING)
     sleeps: list[float] = []
-    transport = FakeTransport("error_burst_information.json", "error_burst_note.json", "daily_IBM_compact.json")
+    transport = FakeTransport(
+        "error_burst_information.json", "error_burst_note.json", "daily_IBM_compact.json"
+    )
     df = make_client(transport, sleeps=sleeps).daily("IBM")
-    assert df.height == 64
+    assert df.height == 65
     assert sleeps == [15.0, 30.0]
     assert len(transport.calls) == 3
     assert sum("retrying in" in r.getMessage() for r in caplog.records) == 2
 
 
 @pytest.mark.parametrize(
-    ("name", "cls"), [("error_burst_information.json", BurstLimitError), ("error_daily_limit.json", DailyLimitError)]
+    ("name", "cls"),
+    [("error_burst_information.json", BurstLimitError), ("error_daily_limit.json", DailyLimitError)],
 )
 def test_budget_exhausted(name, cls):
     sleeps: list[float] = []
@@ -328,7 +335,7 @@ def test_network_errors_are_retried():
         urllib.error.HTTPError("http://x", 503, "Service Unavailable", None, None),
         "daily_IBM_compact.json",
     )
-    assert make_client(transport, sleeps=sleeps).daily("IBM").height == 64
+    assert make_client(transport, sleeps=sleeps).daily("IBM").height == 65
     assert sleeps == [15.0, 30.0, 60.0]
 
 
@@ -396,7 +403,10 @@ def test_redact():
         "https://x/query?symbol=IBM&apikey=***&x=1"
     )
     assert redact("https://x/query?apikey=SOMETHINGELSE", None) == "https://x/query?apikey=***"
-    assert redact("We have detected your API key as ZZZ123 and our", None) == "We have detected your API key as *** and our"
+    assert (
+        redact("We have detected your API key as ZZZ123 and our", None)
+        == "We have detected your API key as *** and our"
+    )
     assert redact("nothing to hide", "") == "nothing to hide"
 
 
@@ -421,7 +431,9 @@ def test_source_picks_outputsize(start, expected):
     source.bars(start, dt.date(2024, 5, 3))
     assert [c["outputsize"] for c in transport.calls] == [expected]
     fixed = FakeTransport()
-    AlphaVantageSource(make_client(fixed), ("IBM",), outputsize="full").bars(dt.date(2024, 4, 22), dt.date(2024, 5, 3))
+    AlphaVantageSource(make_client(fixed), ("IBM",), outputsize="full").bars(
+        dt.date(2024, 4, 22), dt.date(2024, 5, 3)
+    )
     assert fixed.calls[0]["outputsize"] == "full"
 
 
@@ -439,7 +451,9 @@ def test_source_bars_in_the_contract():
 
 @pytest.mark.parametrize("datatype", ["json", "csv"])
 def test_adjusted_source_gives_total_returns(datatype):
-    source = AlphaVantageSource(make_client(), ("IBM",), adjusted=True, outputsize="compact", datatype=datatype)
+    source = AlphaVantageSource(
+        make_client(), ("IBM",), adjusted=True, outputsize="compact", datatype=datatype
+    )
     bars = source.bars(dt.date(2024, 1, 1), dt.date(2024, 5, 3))
     raw = make_client().daily("IBM", adjusted=True, datatype=datatype)
     assert bars.schema == pl.Schema(OHLCV_SCHEMA)
@@ -461,7 +475,9 @@ def test_unadjusted_source_shows_the_split_as_a_raw_jump():
     )
     buf = io.BytesIO()
     raw.write_csv(buf)
-    source = AlphaVantageSource(make_client(FakeTransport(buf.getvalue())), ("IBM",), outputsize="compact")
+    source = AlphaVantageSource(
+        make_client(FakeTransport(buf.getvalue())), ("IBM",), outputsize="compact", datatype="csv"
+    )
     bars = source.bars(dt.date(2024, 3, 15), dt.date(2024, 3, 18)).sort("date")
     assert bars["close"][1] / bars["close"][0] < 0.55
     assert (bars["adj_factor"] == 1.0).all()
@@ -491,31 +507,10 @@ def test_source_registry_and_validation():
 def test_through_a_local_http_server(monkeypatch):
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    seen: list[dict[str, str]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            query = dict(parse_qsl(urlsplit(self.path).query))
-            seen.append(query)
-            route = (query.get("function"), query.get("symbol"), query.get("datatype", "json"))
-            payload = body(ROUTES.get(route, INVALID))  # type: ignore[arg-type]
-            self.send_response(200)  # Alpha Vantage answers errors with 200 too
-            kind = "text/csv" if query.get("datatype") == "csv" and route in ROUTES else "application/json"
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve(ROUTES) as (url, seen):
         client = AlphaVantageClient(
             KEY,
-            base_url=f"http://127.0.0.1:{server.server_port}/query",
+            base_url=url,
             timeout_s=5.0,
             sleep=_no_sleep,
             now=lambda: AFTER_CLOSE,
@@ -523,17 +518,21 @@ def test_through_a_local_http_server(monkeypatch):
         assert client.transport is None  # the default urllib GET
         as_json = client.daily("IBM", adjusted=False, outputsize="compact", datatype="json")
         as_csv = client.daily("IBM", adjusted=False, outputsize="compact", datatype="csv")
-        assert as_json.height == 64 and as_csv.equals(as_json)
+        assert as_json.height == 65 and as_csv.equals(as_json)
         with pytest.raises(InvalidSymbolError) as info:
             client.daily("NOPE", adjusted=False, outputsize="compact", datatype="csv")
         assert_no_key(info.value)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
     assert [q["apikey"] for q in seen] == [KEY] * 3
     assert [(q["function"], q["symbol"], q["datatype"]) for q in seen] == [
         ("TIME_SERIES_DAILY", "IBM", "json"),
         ("TIME_SERIES_DAILY", "IBM", "csv"),
         ("TIME_SERIES_DAILY", "NOPE", "csv"),
     ]
+
+
+def test_empty_series_gives_no_bars():
+    empty = b'{"Meta Data": {"3. Last Refreshed": "2024-05-03"}, "Time Series (Daily)": {}}'
+    df = make_client(FakeTransport(empty)).daily("IBM")
+    assert df.height == 0 and df.schema == pl.Schema(RAW_SCHEMA)
+    source = AlphaVantageSource(make_client(FakeTransport(empty)), ("IBM",))
+    assert source.bars(dt.date(2024, 4, 1), dt.date(2024, 5, 3)).schema == pl.Schema(OHLCV_SCHEMA)

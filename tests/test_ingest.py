@@ -1,7 +1,6 @@
 """Incremental ingest into a real DuckDB file: data currency, holes, the registry, continuity, schema gate."""
 
 import datetime as dt
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
@@ -10,27 +9,19 @@ import pytest
 
 from quantlab.assets.curator import run_ohlcv
 from quantlab.calendar import sessions
+from quantlab.curator import sources
 from quantlab.curator.embedded import REGISTRY, embedded_ohlcv
 from quantlab.curator.ingest import continue_history
 from quantlab.curator.settings import QualitySettings
+from quantlab.curator.sources import Source
 from quantlab.resources import Warehouse
 
 D0, D1, D2, D3 = sessions(dt.date(2012, 3, 1), dt.date(2012, 3, 6))
 
 
-@dataclass(frozen=True)
-class FrameSource:
-    """A source serving a fixed frame (what a vendor returned), with the embedded registry by default."""
-
-    frame: pl.DataFrame
-    listed: pl.DataFrame = field(default_factory=lambda: REGISTRY)
-    name: str = "frame"
-
-    def bars(self, start: dt.date, end: dt.date) -> pl.DataFrame:
-        return self.frame.filter(pl.col("date").is_between(start, end))
-
-    def registry(self) -> pl.DataFrame:
-        return self.listed
+def FrameSource(frame: pl.DataFrame, listed: pl.DataFrame = REGISTRY) -> Source:  # noqa: N802
+    """A source serving what a vendor returned, listing the embedded registry by default."""
+    return sources.FrameSource(frame, listed)
 
 
 def _bars(end: dt.date = D3) -> pl.DataFrame:

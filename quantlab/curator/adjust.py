@@ -75,7 +75,9 @@ def apply_actions(raw: pl.DataFrame) -> pl.DataFrame:
 
     split, dividend, close = pl.col("split"), pl.col("dividend"), pl.col("close")
     _reject(df, split.is_null() | ~split.is_finite() | (split <= 0), "split must be a finite number > 0")
-    _reject(df, dividend.is_null() | ~dividend.is_finite() | (dividend < 0), "dividend must be finite and >= 0")
+    _reject(
+        df, dividend.is_null() | ~dividend.is_finite() | (dividend < 0), "dividend must be finite and >= 0"
+    )
     close_ok = (close.is_finite() & (close > 0)).fill_null(False)
     _reject(df, (dividend > 0) & ~close_ok, "a dividend needs a finite close > 0")
 

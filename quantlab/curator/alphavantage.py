@@ -86,7 +86,7 @@ class AlphaVantageError(RuntimeError):
 
 
 class InvalidSymbolError(AlphaVantageError):
-    """"Error Message": "Invalid API call ..." (Alpha Vantage's answer for an unknown symbol)."""
+    """An "Error Message" saying "Invalid API call ...": Alpha Vantage's answer for an unknown symbol."""
 
 
 class ApiKeyError(AlphaVantageError):
@@ -143,7 +143,9 @@ def redact(text: object, key: str | None) -> str:
     """
     out = str(text)
     if key:
-        for form in sorted({key, urllib.parse.quote_plus(key), urllib.parse.quote(key, safe="")}, key=len)[::-1]:
+        for form in sorted({key, urllib.parse.quote_plus(key), urllib.parse.quote(key, safe="")}, key=len)[
+            ::-1
+        ]:
             out = out.replace(form, "***")
     out = _URL_KEY.sub(r"\1***", out)
     return _ECHOED_KEY.sub(r"\1***", out)
@@ -185,7 +187,9 @@ def _classify_json(obj: Mapping[str, Any], context: str, key: str | None) -> Alp
     if any(p in low for p in _DAILY):
         return DailyLimitError(f"{context}: daily rate limit reached ({body})")
     if any(p in low for p in _PREMIUM):
-        return PremiumEndpointError(f"{context}: premium endpoint or parameter, not available to this key ({body})")
+        return PremiumEndpointError(
+            f"{context}: premium endpoint or parameter, not available to this key ({body})"
+        )
     if "api key" in low or "apikey" in low:
         return ApiKeyError(f"{context}: the API key cannot be used ({body})")
     return UnexpectedResponseError(f"{context}: unexpected message ({body})")
@@ -194,7 +198,7 @@ def _classify_json(obj: Mapping[str, Any], context: str, key: str | None) -> Alp
 def _check_csv(text: str, context: str, key: str | None) -> AlphaVantageError | None:
     lines = [line for line in text.splitlines() if line.strip()]
     header = lines[0].strip().lower()
-    if not header.startswith("timestamp,"):
+    if "timestamp" not in {_field_name(name) for name in header.split(",")}:
         return UnexpectedResponseError(
             f"{context}: neither JSON nor a CSV of daily bars: {redact(_snippet(text), key)!r}"
         )
@@ -217,7 +221,9 @@ def _decode(
     if isinstance(payload, Mapping):
         err = _classify_json(payload, context, key)
         return (None, err) if err else (payload, None)
-    text = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes | bytearray) else str(payload)
+    text = (
+        payload.decode("utf-8", errors="replace") if isinstance(payload, bytes | bytearray) else str(payload)
+    )
     text = text.lstrip("\ufeff")
     stripped = text.strip()
     if not stripped:
@@ -250,7 +256,7 @@ def classify(
     (EmptyResponseError), invalid JSON (TruncatedResponseError), "Error Message" (ApiKeyError,
     InvalidSymbolError), then "Information" / "Note": burst limit, daily limit (the burst text also says
     "25 requests per day"), premium (rate-limit texts mention premium plans too), key problems, anything else
-    (UnexpectedResponseError). A CSV body must start with a `timestamp,` header and have no short row.
+    (UnexpectedResponseError). A CSV body needs a header naming a `timestamp` column and no short row.
     Messages start with `context` and are redacted (`api_key`, and any echoed key).
     """
     return _decode(payload, context, api_key)[1]
@@ -310,17 +316,22 @@ def auto_outputsize(start: dt.date, today: dt.date) -> Literal["compact", "full"
     return "compact" if start >= recent[-need] else "full"
 
 
-def _frame(symbol: str, columns: dict[str, list[Any]], context: str) -> pl.DataFrame:
+def _empty_raw() -> pl.DataFrame:
+    return pl.DataFrame(schema=RAW_SCHEMA)
+
+
+def _frame(symbol: str, columns: dict[str, list[str]], context: str, key: str) -> pl.DataFrame:
     """RAW_SCHEMA bars from string columns (date + the FIELDS present), strictly parsed."""
-    found = sorted(columns)
     missing = [c for c in ("date", *REQUIRED) if c not in columns]
     if missing:
+        found = redact(sorted(columns), key)
         raise UnexpectedResponseError(f"{context}: bars lack field(s) {missing}; fields found: {found}")
     df = pl.DataFrame({k: pl.Series(k, v, dtype=pl.String) for k, v in columns.items()})
     out: dict[str, pl.Series] = {}
     date = df["date"].str.strip_chars().str.to_date("%Y-%m-%d", strict=False)
     if date.is_null().any():
-        raise UnexpectedResponseError(f"{context}: unparseable dates {df['date'].filter(date.is_null()).head(5).to_list()}")
+        shown = redact(df["date"].filter(date.is_null()).head(5).to_list(), key)
+        raise UnexpectedResponseError(f"{context}: unparseable dates {shown}")
     out["date"] = date
     for col in ("open", "high", "low", "close", "volume", "dividend", "split"):
         if col not in df.columns:
@@ -332,9 +343,8 @@ def _frame(symbol: str, columns: dict[str, list[Any]], context: str) -> pl.DataF
         if col == "volume":
             bad = bad | values.is_infinite() | (values != values.round())
         if bad.any():
-            raise UnexpectedResponseError(
-                f"{context}: unparseable {col} values {text.filter(bad).head(5).to_list()}"
-            )
+            shown = redact(text.filter(bad).head(5).to_list(), key)
+            raise UnexpectedResponseError(f"{context}: unparseable {col} values {shown}")
         out[col] = values
     return (
         pl.DataFrame(out)
@@ -345,36 +355,49 @@ def _frame(symbol: str, columns: dict[str, list[Any]], context: str) -> pl.DataF
     )
 
 
-def _json_bars(obj: Mapping[str, Any], symbol: str, context: str) -> tuple[pl.DataFrame, str | None]:
-    series = obj[SERIES_KEY]
-    columns: dict[str, list[Any]] = {"date": []}
-    for day, bar in series.items():
-        if not isinstance(bar, Mapping):
-            raise UnexpectedResponseError(f"{context}: bar {day!r} is a {type(bar).__name__}, not an object")
-        columns["date"].append(day)
-        for name, value in bar.items():
-            ours = FIELDS.get(_field_name(name))
-            if ours:
-                columns.setdefault(ours, []).append(value)
-    lengths = {k: len(v) for k, v in columns.items()}
-    if len(set(lengths.values())) > 1:
-        raise UnexpectedResponseError(f"{context}: bars with different fields (counts per field: {lengths})")
+def _json_bars(
+    obj: Mapping[str, Any], symbol: str, context: str, key: str
+) -> tuple[pl.DataFrame, str | None]:
+    """Bars of a JSON body (fields matched by name) and its "Last Refreshed" text."""
     meta = obj.get(META_KEY)
     last = None
     if isinstance(meta, Mapping):
         last = next((str(v) for k, v in meta.items() if _field_name(k) == LAST_REFRESHED), None)
-    return _frame(symbol, columns, context), last
+    series = obj[SERIES_KEY]
+    if not series:
+        return _empty_raw(), last
+    columns: dict[str, list[str]] = {"date": []}
+    for day, bar in series.items():
+        if not isinstance(bar, Mapping):
+            kind = type(bar).__name__
+            raise UnexpectedResponseError(f"{context}: bar {redact(day, key)!r} is a {kind}, not an object")
+        columns["date"].append(str(day))
+        for name, value in bar.items():
+            ours = FIELDS.get(_field_name(name))
+            if ours:
+                columns.setdefault(ours, []).append(str(value))
+    lengths = {k: len(v) for k, v in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise UnexpectedResponseError(f"{context}: bars with different fields (count per field: {lengths})")
+    return _frame(symbol, columns, context, key), last
 
 
-def _csv_bars(text: str, symbol: str, context: str) -> pl.DataFrame:
-    df = pl.read_csv(io.StringIO(text), infer_schema=False)
-    columns: dict[str, list[Any]] = {}
+def _csv_bars(text: str, symbol: str, context: str, key: str) -> pl.DataFrame:
+    """Bars of a CSV body (columns matched by header name)."""
+    problem = None
+    try:
+        df = pl.read_csv(io.StringIO(text), infer_schema=False)
+    except pl.exceptions.PolarsError as exc:
+        problem = redact(_snippet(str(exc)), key)
+    if problem is not None:  # raised outside the except block: no __context__ holding the body
+        raise UnexpectedResponseError(f"{context}: unreadable CSV: {problem}")
+    columns: dict[str, list[str]] = {}
     for name in df.columns:
         canon = _field_name(name)
         ours = "date" if canon == "timestamp" else FIELDS.get(canon)
         if ours:
             columns[ours] = df[name].to_list()
-    return _frame(symbol, columns, context)
+    return _frame(symbol, columns, context, key)
 
 
 def urllib_get(url: str, timeout: float) -> bytes:
@@ -431,7 +454,9 @@ class AlphaVantageClient:
     def fetch(self, params: Mapping[str, str], *, context: str) -> Mapping[str, Any] | str:
         """The body of one query (parsed JSON object or CSV text), retrying rate limits and network errors."""
         if not self.api_key or not self.api_key.strip():
-            raise ApiKeyError(f"{context}: no Alpha Vantage API key configured (empty key); no request was made")
+            raise ApiKeyError(
+                f"{context}: no Alpha Vantage API key configured (empty key); no request was made"
+            )
         transport = self.transport or urllib_get
         url = self.url(params)
         budget, wait, slept, attempts = self.retry_budget_s, self.backoff_s, 0.0, 0
@@ -496,9 +521,9 @@ class AlphaVantageClient:
         params = {"function": function, "symbol": symbol, "outputsize": outputsize, "datatype": datatype}
         body = self.fetch(params, context=context)
         if isinstance(body, Mapping):
-            bars, last = _json_bars(body, symbol, context)
+            bars, last = _json_bars(body, symbol, context, self.api_key)
         else:
-            bars, last = _csv_bars(body, symbol, context), None
+            bars, last = _csv_bars(body, symbol, context, self.api_key), None
         if bars.height and not newest_bar_complete(bars["date"][-1], last, self.clock()):
             self._log.info(
                 "%s: dropped the newest bar %s, not complete yet (last refreshed %s, now %s)",

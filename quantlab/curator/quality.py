@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import polars as pl
 
 from quantlab.calendar import sessions_through
@@ -67,8 +68,12 @@ def quality_issues(
     adj_factor), so the first bar of the range is checked for a jump and data currency is measured from it.
     """
     settings = settings or QualitySettings()
-    dup = bars.group_by("symbol", "date").agg(pl.len().alias("n")).filter(pl.col("n") > 1)
+    seq = bars.sort("symbol", "date", maintain_order=True)
+    repeat = (pl.col("symbol") == pl.col("symbol").shift(1)) & (pl.col("date") == pl.col("date").shift(1))
+    seq = seq.with_columns(repeat.fill_null(False).alias("_repeat"))
+    dup = seq.filter("_repeat").group_by("symbol", "date").agg((pl.len() + 1).alias("n"))
     dups = _issues(dup, "duplicates", pl.format("{} bars for this symbol and date", pl.col("n")))
+    known = seq.filter(~pl.col("_repeat")).select("symbol", "date")
 
     bad_price = pl.any_horizontal(
         [pl.col(c).is_null() | pl.col(c).is_nan() | (pl.col(c) <= 0) for c in _PRICES]
@@ -101,27 +106,46 @@ def quality_issues(
             non_pos,
             ohlc,
             vol,
-            *_currency(bars, sessions, expected, previous, settings.max_lag_sessions),
+            *_currency(known, sessions, expected, previous, settings.max_lag_sessions),
             _jumps(bars, previous, settings.jump_threshold),
         ]
     ).sort("date", "rule", "symbol")
 
 
 def _currency(
-    bars: pl.DataFrame,
+    known: pl.DataFrame,
     sessions: list[dt.date],
     expected: dict[str, dt.date],
     previous: pl.DataFrame | None,
     max_lag: int,
 ) -> list[pl.DataFrame]:
-    """`missing_session` (holes) and `stale_data` (a newest bar older than the tolerated lag)."""
+    """`missing_session` (holes) and `stale_data` (a newest bar older than the tolerated lag).
+
+    `known`: the distinct (symbol, date) pairs of the bars. Only symbols with fewer bars on the range's
+    sessions than expected are expanded to (symbol, session) pairs, so clean data costs one group-by.
+    """
+    days = pl.DataFrame({"date": sessions}, schema={"date": pl.Date})
     firsts = pl.DataFrame(
         {"symbol": list(expected), "first": list(expected.values())},
         schema={"symbol": pl.String, "first": pl.Date},
     )
-    known = bars.select("symbol", "date").unique()
+    due = len(sessions) - np.searchsorted(
+        np.array(sessions, dtype="datetime64[D]"), firsts.get_column("first").to_numpy(), side="left"
+    )
+    present = (
+        known.filter(pl.col("date").is_in(days.get_column("date").implode()))
+        .group_by("symbol")
+        .agg(pl.len().alias("present"))
+    )
+    short = (
+        firsts.with_columns(due=pl.Series(due, dtype=pl.Int64))
+        .join(present, on="symbol", how="left")
+        .filter(pl.col("present").fill_null(0) < pl.col("due"))
+        .select("symbol", "first")
+    )
+    known = known.join(short.select("symbol"), on="symbol", how="semi")
     gaps = (
-        firsts.join(pl.DataFrame({"date": sessions}, schema={"date": pl.Date}), how="cross")
+        short.join(days, how="cross")
         .filter(pl.col("date") >= pl.col("first"))
         .join(known, on=["symbol", "date"], how="anti")
         .join(known.group_by("symbol").agg(pl.col("date").max().alias("newest")), on="symbol", how="left")
@@ -131,7 +155,7 @@ def _currency(
 
     marks = known
     if previous is not None and previous.height:
-        marks = pl.concat([previous.select("symbol", "date"), known])
+        marks = pl.concat([previous.select("symbol", "date"), known]).join(short, on="symbol", how="semi")
     tail = (
         gaps.filter(pl.col("newest").is_null() | (pl.col("newest") < pl.col("date")))
         .sort("symbol", "date")

@@ -14,6 +14,7 @@ from typing import Protocol
 import polars as pl
 
 from quantlab.curator import embedded, synthetic
+from quantlab.curator.alphavantage import AlphaVantageSource
 from quantlab.curator.files import FilesSource
 
 
@@ -57,7 +58,25 @@ class SyntheticSource:
         return synthetic.synthetic_registry(self.n_symbols, seed=self.seed)
 
 
-DATASETS = ("embedded", "synthetic", "files")
+@dataclass(frozen=True)
+class FrameSource:
+    """Bars already in memory (tests, benchmarks, notebooks): serves `frame`, lists `listed` (or its symbols)."""
+
+    frame: pl.DataFrame
+    listed: pl.DataFrame | None = None
+    name: str = "frame"
+
+    def bars(self, start: dt.date, end: dt.date) -> pl.DataFrame:
+        return self.frame.filter(pl.col("date").is_between(start, end))
+
+    def registry(self) -> pl.DataFrame:
+        if self.listed is not None:
+            return self.listed
+        symbols = self.frame.get_column("symbol").unique().sort()
+        return pl.DataFrame({"symbol": symbols, "name": symbols, "sector": ["unknown"] * len(symbols)})
+
+
+DATASETS = ("embedded", "synthetic", "files", "alphavantage")
 
 
 def get_source(
@@ -68,8 +87,13 @@ def get_source(
     files_path: str | None = None,
     files_columns: Mapping[str, str] | None = None,
     files_date_format: str | None = None,
+    alphavantage: AlphaVantageSource | None = None,
 ) -> Source:
-    """The source for a dataset name; ValueError listing the valid names otherwise."""
+    """The source for a dataset name; ValueError listing the valid names otherwise.
+
+    `alphavantage` is the configured Alpha Vantage source (client, key and symbols come from the
+    `MarketData` resource, the key through a Dagster `EnvVar`).
+    """
     if dataset == "embedded":
         return EmbeddedSource()
     if dataset == "synthetic":
@@ -80,4 +104,11 @@ def get_source(
                 "dataset 'files' needs a path (QUANTLAB_FILES_PATH or the resource's files_path)"
             )
         return FilesSource(files_path, columns=dict(files_columns or {}), date_format=files_date_format)
+    if dataset == "alphavantage":
+        if alphavantage is None or not alphavantage.symbols:
+            raise ValueError(
+                "dataset 'alphavantage' needs symbols (QUANTLAB_ALPHAVANTAGE_SYMBOLS or the resource's "
+                "alphavantage.symbols) and a key (ALPHAVANTAGE_API_KEY)"
+            )
+        return alphavantage
     raise ValueError(f"unknown dataset '{dataset}': valid datasets are {', '.join(DATASETS)}")
