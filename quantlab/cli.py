@@ -83,7 +83,7 @@ def demo(start: dt.datetime | None, end: dt.datetime | None, recent: int) -> Non
     from quantlab.jobs import HISTORY_JOB
     from quantlab.project import load_project
     from quantlab.resources import MarketData, ProjectFiles, Warehouse
-    from quantlab.summary import render_text, world_summary
+    from quantlab.summary import data_summary, render_text, world_summary
 
     dataset = MarketData().dataset
     if dataset != "embedded" and (start is None or end is None):
@@ -156,6 +156,7 @@ def demo(start: dt.datetime | None, end: dt.datetime | None, recent: int) -> Non
         "warehouse": str(Path(warehouse.database).resolve()),
         "artifacts": str(artifacts),
         "checks": checks,
+        "data": data_summary(warehouse, last),
         "worlds": [world_summary(warehouse, w, last) for w in sorted(load_project().worlds)],
     }
     (artifacts / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

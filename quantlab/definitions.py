@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from quantlab.assets.backtest import kpis, strategy_returns
-from quantlab.assets.curator import ohlcv
+from quantlab.assets.curator import anomaly_scores, ohlcv
 from quantlab.assets.features import features, labels
 from quantlab.assets.strategy_lab import targets
 from quantlab.assets.supervisor import approvals
@@ -30,7 +30,17 @@ def build_definitions(
     """
     root = project_root or str(project_dir())
     project = Project(Path(root))
-    assets = [ohlcv, features, labels, targets, strategy_returns, kpis, approvals, *world_assets(project)]
+    assets = [
+        ohlcv,
+        anomaly_scores,
+        features,
+        labels,
+        targets,
+        strategy_returns,
+        kpis,
+        approvals,
+        *world_assets(project),
+    ]
     chain = dg.define_asset_job(
         CHAIN_JOB,
         selection=dg.AssetSelection.all(),

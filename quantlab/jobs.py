@@ -18,7 +18,7 @@ import polars as pl
 
 from quantlab.assets.backtest import run_kpis, run_strategy_returns
 from quantlab.assets.common import POOL, StageRun, md_table
-from quantlab.assets.curator import run_ohlcv
+from quantlab.assets.curator import run_anomaly_scores, run_ohlcv
 from quantlab.assets.features import run_features, run_labels
 from quantlab.assets.strategy_lab import run_targets
 from quantlab.assets.supervisor import run_approvals
@@ -56,6 +56,7 @@ Runner = Callable[[Warehouse, MarketData, Project, dt.date, dt.date, Path], Stag
 
 CHAIN: list[tuple[str, Runner]] = [
     ("ohlcv", lambda w, m, p, a, b, r: run_ohlcv(w, m.source(), a, b, p.curator.quality, r)),
+    ("anomaly_scores", lambda w, m, p, a, b, r: run_anomaly_scores(w, p.curator.anomaly, a, b)),
     ("features", lambda w, m, p, a, b, r: run_features(w, a, b)),
     ("labels", lambda w, m, p, a, b, r: run_labels(w, a, b)),
     ("targets", lambda w, m, p, a, b, r: run_targets(w, m, p, a, b)),

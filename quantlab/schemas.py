@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pandera.polars as pa
 import polars as pl
 
+from quantlab.curator.anomaly import FEATURES as ANOMALY_FEATURES
 from quantlab.curator.contract import OHLCV_SCHEMA
 from quantlab.features.library import FEATURE_NAMES
 
@@ -56,6 +57,18 @@ class Symbols(pa.DataFrameModel):
 
     class Config:
         strict = True
+
+
+def _anomaly_schema() -> pa.DataFrameSchema:
+    """One row per bar: its anomaly score (null without a model or a full feature row) and features."""
+    cols = {
+        "date": pa.Column(pl.Date, nullable=False),
+        "symbol": pa.Column(pl.String, nullable=False),
+        "score": pa.Column(pl.Float64, nullable=True, checks=pa.Check.in_range(0.0, 1.0)),
+    }
+    cols.update({name: pa.Column(pl.Float64, nullable=True) for name in ANOMALY_FEATURES})
+    cols["model_date"] = pa.Column(pl.Date, nullable=True)
+    return pa.DataFrameSchema(cols, strict=True, unique=["date", "symbol"], name="anomaly_scores")
 
 
 def _features_schema() -> pa.DataFrameSchema:
@@ -266,6 +279,7 @@ TABLES: dict[str, Table] = {
         _table("ohlcv", Ohlcv),
         _table("quality_issues", QualityIssues),
         _table("symbols", Symbols, partition_col=None),
+        _table("anomaly_scores", _anomaly_schema()),
         _table("features", _features_schema()),
         _table("labels", Labels, partition_col="asof_date"),
         _table("targets", Targets),

@@ -4,6 +4,7 @@ the asset-check results — read back from the warehouse (no Dagster imports).""
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 import polars as pl
@@ -44,6 +45,35 @@ def world_summary(warehouse: Warehouse, world: str, day: dt.date) -> dict[str, A
     return {"world": world, "date": last.isoformat(), "strategies": rows.to_dicts(), "track": track}
 
 
+def data_summary(warehouse: Warehouse, day: dt.date, top: int = 5) -> dict[str, Any]:
+    """The curated data up to `day`: registry, bars, quality issues by rule and the top anomalies."""
+    if not warehouse.has_table("ohlcv"):
+        return {"symbols": 0, "bars": 0, "issues": [], "anomalies": []}
+    counts = warehouse.read(
+        "SELECT count(DISTINCT symbol) AS symbols, count(*) AS bars, min(date) AS first, max(date) AS last "
+        "FROM ohlcv WHERE date <= ?",
+        [day],
+    ).row(0, named=True)
+    issues = (
+        warehouse.read(
+            "SELECT rule, severity, count(*) AS n FROM quality_issues WHERE date <= ? GROUP BY ALL ORDER BY rule",
+            [day],
+        ).to_dicts()
+        if warehouse.has_table("quality_issues")
+        else []
+    )
+    anomalies = (
+        warehouse.read(
+            "SELECT date, symbol, score, ret FROM anomaly_scores WHERE date <= ? AND score IS NOT NULL "
+            "ORDER BY score DESC, date, symbol LIMIT ?",
+            [day, top],
+        ).to_dicts()
+        if warehouse.has_table("anomaly_scores")
+        else []
+    )
+    return {**counts, "issues": issues, "anomalies": anomalies}
+
+
 def _fmt(v: Any, pct: bool = False) -> str:
     if v is None:
         return "-"
@@ -60,6 +90,18 @@ def render_text(summary: dict[str, Any]) -> str:
         f"dataset: {summary['dataset']}",
         "",
     ]
+    data = summary.get("data")
+    if data and data["bars"]:
+        out.append(f"Data: {data['symbols']} symbols, {data['bars']} bars, {data['first']} .. {data['last']}")
+        issues = ", ".join(f"{i['rule']} {i['n']} ({i['severity']})" for i in data["issues"]) or "none"
+        out.append(f"  quality issues over the history: {issues}")
+        if data["anomalies"]:
+            out.append("  top anomalies (IsolationForest score, daily return):")
+            out += [
+                f"    {a['date']}  {a['symbol']:<6} {a['score']:.3f}  {_fmt(math.expm1(a['ret']), True)}"
+                for a in data["anomalies"]
+            ]
+        out.append("")
     for w in summary["worlds"]:
         out.append(f"World {w['world']} as of {w['date']}")
         if w["track"] and w["track"]["days"]:

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from quantlab.config import ConfigError
+from quantlab.curator.settings import CuratorSpec, load_curator
 from quantlab.curator.sources import DATASETS, get_source
 from quantlab.features.library import FEATURE_NAMES
 from quantlab.project import load_project
@@ -88,6 +89,21 @@ def test_supervisor_file_absent_gives_defaults_and_unknown_key_fails(tmp_path: P
     msg = _error(excinfo)
     assert _location(msg, path) == 3
     assert "rules.max_grosss: unknown key" in msg
+
+
+def test_curator_file_loads_defaults_and_bad_values_fail(tmp_path: Path) -> None:
+    assert load_project(REPO).curator == CuratorSpec()  # the repository's file spells out the defaults
+    assert load_curator(tmp_path / "missing.yaml") == CuratorSpec()
+    path = tmp_path / "curator.yaml"
+    path.write_text("quality:\n  jump_threshold: 0.3\n  max_lag: 2\n")
+    with pytest.raises(ConfigError) as excinfo:
+        load_curator(path)
+    msg = _error(excinfo)
+    assert _location(msg, path) == 3 and "quality.max_lag: unknown key" in msg
+    path.write_text("quality:\n  max_lag_sessions: -1\n")
+    with pytest.raises(ConfigError) as excinfo:
+        load_curator(path)
+    assert "quality.max_lag_sessions" in _error(excinfo) and "greater than or equal to 0" in _error(excinfo)
 
 
 # ------------------------------------------------------------------------------------- bad strategies

@@ -9,6 +9,7 @@ import polars as pl
 
 from quantlab.assets.common import StageRun, chain_asset, md_table, write
 from quantlab.calendar import sessions
+from quantlab.curator.anomaly import AnomalySettings, history_start, score_bars, top_anomalies
 from quantlab.curator.ingest import continue_history, registry_table
 from quantlab.curator.quality import RULES, quality_issues
 from quantlab.curator.report import quality_report
@@ -195,3 +196,59 @@ def ohlcv(
         settings=project.curator.quality,
         run_dir=project_files.run_dir(context.run_id),
     ).result()
+
+
+ANOMALY_CHECK = "anomalies"
+
+
+def run_anomaly_scores(
+    warehouse: Warehouse, settings: AnomalySettings, start: dt.date, end: dt.date
+) -> StageRun:
+    """Score every stored bar of [start, end] with the monthly IsolationForest models; write `anomaly_scores`.
+
+    The check warns (never blocks) when a bar scores at or above the threshold, listing the top ones.
+    """
+    bars = warehouse.read_table("ohlcv", history_start(start, settings), end)
+    scores = score_bars(bars, start, end, settings)
+    n = write(warehouse, "anomaly_scores", scores, start, end)
+    top = top_anomalies(scores, settings)
+    flagged = scores.filter(pl.col("score") >= settings.threshold).height
+    scored = scores.get_column("score").drop_nulls()
+    table = dg.MetadataValue.md(md_table(top))
+    check = dg.AssetCheckResult(
+        check_name=ANOMALY_CHECK,
+        passed=flagged == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"threshold": settings.threshold, "anomalies": flagged, "top": table},
+    )
+    metadata = {
+        "rows": n,
+        "scored": scored.len(),
+        "max_score": float(scored.max()) if scored.len() else None,
+        "anomalies": flagged,
+        "threshold": settings.threshold,
+        "models": scores.get_column("model_date").drop_nulls().n_unique(),
+        "top_anomalies": table,
+    }
+    return StageRun(metadata={k: v for k, v in metadata.items() if v is not None}, checks=[check])
+
+
+@chain_asset(
+    group_name="curator",
+    deps=[ohlcv],
+    check_specs=[
+        dg.AssetCheckSpec(
+            name=ANOMALY_CHECK,
+            asset="anomaly_scores",
+            partitions_def=TRADING_DAYS,
+            description="Bars the IsolationForest scores at or above the threshold (curator.yaml), for review.",
+        )
+    ],
+    kinds={"duckdb", "scikit-learn"},
+    description="Anomaly sentinel: an IsolationForest score per bar (monthly models fit on a trailing window).",
+)
+def anomaly_scores(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, project_files: ProjectFiles
+) -> dg.MaterializeResult:
+    settings = project_files.load().curator.anomaly
+    return run_anomaly_scores(warehouse, settings, *partition_dates(context)).result()

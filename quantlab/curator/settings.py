@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from quantlab.config import Strict, load_yaml_model
+from quantlab.curator.anomaly import AnomalySettings
 
 
 class QualitySettings(Strict):
@@ -25,6 +26,7 @@ class QualitySettings(Strict):
 
 class CuratorSpec(Strict):
     quality: QualitySettings = QualitySettings()
+    anomaly: AnomalySettings = AnomalySettings()
 
 
 def load_curator(path: Path) -> CuratorSpec:
