@@ -39,6 +39,7 @@ from quantlab.assets.curator import run_ohlcv
 from quantlab.backtest import kpis as bt_kpis
 from quantlab.backtest.engine import ExecutionConfig, run_backtest
 from quantlab.backtest.run import backtest_strategy
+from quantlab.curator.anomaly import AnomalySettings, score_bars
 from quantlab.curator.quality import quality_issues
 from quantlab.curator.sources import FrameSource
 from quantlab.curator.synthetic import synthetic_ohlcv
@@ -502,6 +503,16 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one stage after 
         notes=["first_dates (each symbol's first bar date) built outside the timing"],
     )
 
+    bench.run(
+        "2b",
+        "anomaly score_bars",
+        lambda extra: score_bars(bars, days[0], days[-1], AnomalySettings()),
+        measures="quantlab.curator.anomaly.score_bars(bars, start, end, defaults): features, one "
+        "IsolationForest per month fit on the trailing 252 sessions, every bar scored",
+        rows_in=bars.height,
+        rows_out=lambda df: df.height,
+        notes=["default settings: 32 trees x 256 samples, n_jobs=2 worker processes (joblib/loky)"],
+    )
     bench_ingest(bench, bars, days)
     if args.curator_only:
         return finish(bench)

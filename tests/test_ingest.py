@@ -7,15 +7,16 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from quantlab.assets.curator import run_ohlcv
+from quantlab.assets.curator import anomaly_scores, run_ohlcv
 from quantlab.calendar import sessions
 from quantlab.curator import sources
 from quantlab.curator.embedded import REGISTRY, embedded_ohlcv
 from quantlab.curator.ingest import continue_history
 from quantlab.curator.settings import QualitySettings
-from quantlab.curator.sources import Source
-from quantlab.resources import Warehouse
+from quantlab.curator.sources import EmbeddedSource, Source
+from quantlab.resources import ProjectFiles, Warehouse
 
+REPO = Path(__file__).resolve().parents[1]
 D0, D1, D2, D3 = sessions(dt.date(2012, 3, 1), dt.date(2012, 3, 6))
 
 
@@ -133,3 +134,23 @@ def test_quality_report_gives_coverage_duplicates_invalid_prices_and_latency(
     assert "1 surplus bars" in text and "invalid prices: 0 bar(s)" in text
     assert "duplicates" in text and "missing_session" in text
     assert "latency: newest bar lags the last session by max 0" in text
+
+
+def test_anomaly_asset_warns_on_the_real_crash(tmp_path: Path) -> None:
+    """AAPL's 2000-09-29 crash, scored by the `anomaly_scores` asset in a real single-partition run."""
+    wh = Warehouse(database=str(tmp_path / "wh.duckdb"))
+    crash = dt.date(2000, 9, 29)
+    assert run_ohlcv(wh, EmbeddedSource(), dt.date(2000, 3, 1), crash).blocking_failures == []
+    resources = {
+        "warehouse": wh,
+        "project_files": ProjectFiles(root=str(REPO), artifacts=str(tmp_path / "a")),
+    }
+    result = dg.materialize([anomaly_scores], resources=resources, partition_key=crash.isoformat())
+    assert result.success  # a warning never blocks
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "anomalies" and not check.passed
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    assert "| 2000-09-29 | AAPL |" in check.metadata["top"].value
+    stored = wh.read_table("anomaly_scores", crash, crash).sort("score", descending=True)
+    assert stored.get_column("symbol")[0] == "AAPL" and stored.get_column("score")[0] >= 0.75
+    assert stored.get_column("model_date").unique().to_list() == [dt.date(2000, 8, 31)]
