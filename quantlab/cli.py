@@ -40,7 +40,7 @@ def validate() -> None:
     project = load_project()
     try:
         strategies, worlds = project.strategies, project.worlds
-        project.supervisor, project.curator  # noqa: B018 - loading validates them
+        project.supervisor, project.curator, project.feature_sets  # noqa: B018 - loading validates them
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)

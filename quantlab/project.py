@@ -1,4 +1,4 @@
-"""Where the user's files live and how they are loaded (strategies/, worlds/, supervisor.yaml, curator.yaml)."""
+"""Where the user's files live and how they are loaded (strategies/, worlds/, feature_sets/, supervisor.yaml, curator.yaml)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from functools import cached_property
 from pathlib import Path
 
 from quantlab.curator.settings import CuratorSpec, load_curator
+from quantlab.features.sets import FeatureSet, load_feature_sets
 from quantlab.strategy_lab.spec import StrategySpec, load_strategies
 from quantlab.supervisor.spec import SupervisorSpec, load_supervisor
 from quantlab.world.spec import WorldSpec, load_worlds
@@ -34,6 +35,10 @@ class Project:
     @cached_property
     def worlds(self) -> dict[str, WorldSpec]:
         return load_worlds(self.root / "worlds", self.strategies)
+
+    @cached_property
+    def feature_sets(self) -> dict[str, FeatureSet]:
+        return load_feature_sets(self.root / "feature_sets")
 
     @cached_property
     def curator(self) -> CuratorSpec:

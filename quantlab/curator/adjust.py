@@ -29,13 +29,7 @@ import polars as pl
 from quantlab.curator.contract import OHLCV_SCHEMA
 
 RAW_SCHEMA: dict[str, type[pl.DataType]] = {
-    "symbol": pl.String,
-    "date": pl.Date,
-    "open": pl.Float64,
-    "high": pl.Float64,
-    "low": pl.Float64,
-    "close": pl.Float64,
-    "volume": pl.Int64,
+    **{k: v for k, v in OHLCV_SCHEMA.items() if k not in ("close_raw", "adj_factor")},
     "dividend": pl.Float64,
     "split": pl.Float64,
 }
