@@ -866,7 +866,7 @@ def run_world(
         net = net_in.filter(pl.col("date") <= hi)
         t0 = time.perf_counter()
         prev = tuple(State() for _ in members)
-        dec, _, _ = evaluate_world(world, members, sides, kp, net, bar_dates, prev, lo, hi)
+        dec = evaluate_world(world, members, sides, kp, net, bar_dates, prev, lo, hi).decisions
         t1 = time.perf_counter()
         alloc = allocate_range(world, dec, metric_panel(world, kp, members), side_of, empty_alloc, rej)
         t2 = time.perf_counter()

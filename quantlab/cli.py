@@ -229,3 +229,90 @@ def world_report(world_id: str, day: dt.datetime, as_json: bool) -> None:
             )
         )
     sys.exit(0 if all(families.values()) else 1)
+
+
+@world.command("override")
+@click.argument("world_id")
+@click.option("--strategy", required=True, help="Strategy id (a member of the world).")
+@click.option(
+    "--action",
+    type=click.Choice(["force_active", "force_inactive", "freeze"]),
+    required=True,
+    help="Decision.",
+)
+@click.option("--reason", required=True, help="Why (recorded with the decision).")
+@click.option("--actor", required=True, help="Who decides (recorded with the decision).")
+@click.option(
+    "--from",
+    "since",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="First as-of date it applies to (default: today, UTC).",
+)
+@click.option(
+    "--until", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last as-of date (default: open)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the stored override as JSON.")
+def world_override(
+    world_id: str,
+    strategy: str,
+    action: str,
+    reason: str,
+    actor: str,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    as_json: bool,
+) -> None:
+    """Record a manual decision on a world's strategy in `overrides` (append-only, with a UTC timestamp).
+
+    `decide` applies it from the next evaluation of its dates on (re-materialize `world_evaluation/WORLD`
+    for dates already decided); each decision it changes carries an `override` rule row with actor and
+    reason. Exit 2 when the world, the strategy or the dates are not valid.
+    """
+    import uuid
+
+    import polars as pl
+
+    from quantlab.project import load_project
+    from quantlab.resources import Warehouse
+
+    project = load_project()
+    spec = project.worlds.get(world_id)
+    if spec is None:
+        raise click.UsageError(f"unknown world '{world_id}'; worlds: {', '.join(sorted(project.worlds))}")
+    members = spec.members(project.strategies)
+    if strategy not in members:
+        raise click.UsageError(
+            f"'{strategy}' is not a strategy of world '{world_id}'; members: {', '.join(members)}"
+        )
+    if not reason.strip() or not actor.strip():
+        raise click.UsageError("an override needs a non-empty --reason and --actor")
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    start = since.date() if since else now.date()
+    end = until.date() if until else None
+    if end is not None and end < start:
+        raise click.UsageError(f"--until {end} is before --from {start}")
+    row = {
+        "override_id": uuid.uuid4().hex[:12],
+        "world": world_id,
+        "strategy": strategy,
+        "action": action,
+        "reason": reason.strip(),
+        "actor": actor.strip(),
+        "created_at": now,
+        "effective_from": start,
+        "until": end,
+    }
+    wh = Warehouse()
+    wh.append(
+        "overrides", pl.DataFrame([row], schema_overrides={"until": pl.Date, "created_at": pl.Datetime("us")})
+    )
+    if as_json:
+        click.echo(json.dumps(row, default=str))
+    else:
+        span = f"from {start}" + (f" until {end}" if end else " (open-ended)")
+        click.echo(
+            f"override {row['override_id']}: {action} {strategy} in {world_id} {span}, by {actor}: {reason} "
+            f"(recorded {now:%Y-%m-%d %H:%M:%S} UTC in {wh.database}; re-materialize world_evaluation/{world_id} "
+            "for dates already decided)"
+        )

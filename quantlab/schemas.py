@@ -111,6 +111,44 @@ class Targets(pa.DataFrameModel):
         unique = ["date", "strategy", "symbol"]
 
 
+class Models(pa.DataFrameModel):
+    """One row per walk-forward model of a model strategy, partitioned by its fit date `date`.
+
+    `model_id` hashes everything that determines the model (quantlab.strategy_lab.model.model_id);
+    `train_start`/`train_end` are the first/last training dates actually used. `in_sample_ic` is the mean
+    daily cross-sectional Spearman IC of the model's own predictions on its training rows; `oos_ic` is that
+    of the PREVIOUS model (`oos_model_id`) over its prediction window, on the `oos_dates` decision dates
+    whose labels are known at this fit date (null without a previous model or such dates).
+    """
+
+    model_id: str
+    strategy: str
+    strategy_version: pl.Int64 = pa.Field(ge=1)
+    date: dt.date
+    estimator: str
+    params: str
+    feature_set: str
+    feature_set_version: str
+    features: str
+    label: str
+    horizon: pl.Int64 = pa.Field(ge=1)
+    train_window: pl.Int64 = pa.Field(ge=1)
+    refit_every: pl.Int64 = pa.Field(ge=1)
+    embargo: pl.Int64 = pa.Field(ge=0)
+    seed: pl.Int64 = pa.Field(ge=0)
+    train_start: dt.date
+    train_end: dt.date
+    n_train: pl.Int64 = pa.Field(ge=1)
+    in_sample_ic: float = pa.Field(nullable=True)
+    oos_ic: float = pa.Field(nullable=True)
+    oos_dates: pl.Int64 = pa.Field(ge=0)
+    oos_model_id: str = pa.Field(nullable=True)
+
+    class Config:
+        strict = True
+        unique = ["date", "strategy"]
+
+
 class StrategyReturns(pa.DataFrameModel):
     """Daily simple returns of each strategy's backtest and its exposures at the close."""
 
@@ -232,6 +270,51 @@ class WorldDecisions(pa.DataFrameModel):
         unique = ["world", "date", "strategy"]
 
 
+class WorldSnapshots(pa.DataFrameModel):
+    """Everything `decide` read for a world and date (JSON), so any stored decision can be re-derived."""
+
+    world: str
+    date: dt.date
+    input_hash: str
+    snapshot: str
+
+    class Config:
+        strict = True
+        unique = ["world", "date"]
+
+
+class StageHistory(pa.DataFrameModel):
+    """One row per stage transition of a strategy in a world (the lifecycle's audit trail)."""
+
+    world: str
+    date: dt.date
+    strategy: str
+    from_stage: str
+    to_stage: str
+    reason_code: str
+
+    class Config:
+        strict = True
+        unique = ["world", "date", "strategy"]
+
+
+class Overrides(pa.DataFrameModel):
+    """Manual decisions on a world's strategy (append-only; `quantlab world override`)."""
+
+    override_id: str = pa.Field(unique=True)
+    world: str
+    strategy: str
+    action: str = pa.Field(isin=["force_active", "force_inactive", "freeze"])
+    reason: str = pa.Field(str_length={"min_value": 1})
+    actor: str = pa.Field(str_length={"min_value": 1})
+    created_at: dt.datetime  # UTC, naive
+    effective_from: dt.date
+    until: dt.date = pa.Field(nullable=True)
+
+    class Config:
+        strict = True
+
+
 class WorldAllocations(pa.DataFrameModel):
     world: str
     date: dt.date
@@ -283,12 +366,16 @@ TABLES: dict[str, Table] = {
         _table("features", _features_schema()),
         _table("labels", Labels, partition_col="asof_date"),
         _table("targets", Targets),
+        _table("models", Models),
         _table("strategy_returns", StrategyReturns),
         _table("trades", Trades),
         _table("kpis", Kpis),
         _table("approvals", Approvals),
         _table("rule_results", RuleResults, scope=("world",)),
         _table("world_decisions", WorldDecisions, scope=("world",)),
+        _table("world_snapshots", WorldSnapshots, scope=("world",)),
+        _table("stage_history", StageHistory, scope=("world",)),
+        _table("overrides", Overrides, partition_col=None),
         _table("world_allocations", WorldAllocations, scope=("world",)),
         _table("world_returns", WorldReturns, scope=("world",)),
     ]

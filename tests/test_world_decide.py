@@ -7,6 +7,7 @@ synthetic returns frame whose KPIs come from the real `asof_kpis`.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +19,14 @@ import pytest
 from quantlab.backtest.kpis import asof_kpis
 from quantlab.calendar import sessions, sessions_between, shift_sessions
 from quantlab.schemas import TABLES
-from quantlab.world.decide import Plan, Snapshot, State, decide
-from quantlab.world.evaluate import evaluate_world, previous_states
+from quantlab.world.decide import Override, Plan, Snapshot, State, decide
+from quantlab.world.evaluate import (
+    evaluate_world,
+    overrides_by_day,
+    previous_states,
+    snapshot_doc,
+    snapshot_from_doc,
+)
 from quantlab.world.spec import FAMILIES, WorldSpec
 
 D = dt.date(2024, 3, 1)  # a Friday session
@@ -682,12 +689,12 @@ def synthetic_history() -> dict[str, Any]:
 def _ranged_and_chunked(h: dict[str, Any], w: WorldSpec, cuts: list[int]) -> tuple[pl.DataFrame, ...]:
     days = h["days"]
     start = tuple(State() for _ in IDS)
-    dec, rules, _ = evaluate_world(
+    dec, rules, *_ = evaluate_world(
         w, IDS, SIDES, h["kpis"], h["returns"], h["bars"], start, days[0], days[-1]
     )
     parts_d, parts_r, prev = [], [], start
     for a, b in zip([0, *cuts], [*cuts, len(days)], strict=True):
-        d, r, _ = evaluate_world(
+        d, r, *_ = evaluate_world(
             w, IDS, SIDES, h["kpis"], h["returns"], h["bars"], prev, days[a], days[b - 1]
         )
         parts_d.append(d)
@@ -700,7 +707,7 @@ def test_evaluate_world_rows_are_valid_and_eventful(synthetic_history: dict[str,
     w = _eval_world("0d")
     h = synthetic_history
     days = h["days"]
-    dec, rules, plans = evaluate_world(
+    dec, rules, plans, *_ = evaluate_world(
         w, IDS, SIDES, h["kpis"], h["returns"], h["bars"], tuple(State() for _ in IDS), days[0], days[-1]
     )
     TABLES["world_decisions"].schema.validate(dec)
@@ -752,3 +759,86 @@ def test_skipped_comparison_does_not_decide_an_or(policy: str) -> None:
     _, out = run(w, strats)
     assert out["a"]["code"] == "missing_metric" and not out["a"]["selected"]
     assert out["b"]["selected"] and out["c"]["selected"]
+
+
+# --- overrides ---------------------------------------------------------------------------------------------
+
+
+def _with_overrides(snap: Snapshot, **actions: str) -> Snapshot:
+    from dataclasses import replace
+
+    return replace(
+        snap,
+        overrides={
+            sid: Override(a, "alice", f"desk call on {sid}", f"id-{sid}", None) for sid, a in actions.items()
+        },
+    )
+
+
+def test_overrides_force_and_freeze_even_when_data_is_stale() -> None:
+    w = world()
+    strats = [
+        S("bad", metrics={"sharpe_long": -1.0}),  # fails its gates: forced live anyway
+        S("good", prev=State("live", ago(30), 4, 0)),  # would stay live: forced inactive
+        S("held", metrics={"sharpe_long": -1.0}, prev=State("paper", ago(10), 2, 1)),  # would be counted
+    ]
+    for lag in (0, 10):  # 10 > max_lag 3: evaluate-only, yet the desk's overrides apply
+        plan = decide(
+            _with_overrides(
+                snapshot(w, strats, lag=lag), bad="force_active", good="force_inactive", held="freeze"
+            )
+        )
+        assert plan.states[0] == State("live", D) and plan.selected[0]
+        assert plan.states[1] == State("inactive", D) and not plan.selected[1]
+        assert plan.states[2] == State("paper", ago(10), 2, 1)
+        assert plan.reason_codes == ("override_force_active", "override_force_inactive", "override_freeze")
+        rows = [r for r in plan.rules if r.rule == "override"]
+        assert [(r.strategy, r.status, r.family) for r in rows] == [
+            ("bad", "warn", "lifecycle"),
+            ("good", "warn", "lifecycle"),
+            ("held", "warn", "lifecycle"),
+        ]
+        assert "by alice: desk call on bad" in rows[0].reason and rows[0].details["override_id"] == "id-bad"
+
+
+def test_force_active_keeps_an_already_live_strategy_since_its_promotion() -> None:
+    strats = [S("a", prev=State("live", ago(40), 9, 0))]
+    plan = decide(_with_overrides(snapshot(world(), strats), a="force_active"))
+    assert plan.states[0] == State("live", ago(40), 9, 0)
+
+
+def test_overrides_in_force_by_day_latest_wins() -> None:
+    days = sessions(dt.date(2024, 3, 1), dt.date(2024, 3, 8))
+    rows = pl.DataFrame(
+        {
+            "override_id": ["o1", "o2"],
+            "world": ["w", "w"],
+            "strategy": ["a", "a"],
+            "action": ["freeze", "force_inactive"],
+            "reason": ["r1", "r2"],
+            "actor": ["x", "y"],
+            "created_at": [dt.datetime(2024, 3, 1, 9), dt.datetime(2024, 3, 2, 9)],
+            "effective_from": [days[0], days[2]],
+            "until": [None, days[3]],
+        }
+    )
+    by_day = overrides_by_day(rows, days)
+    assert [by_day[d]["a"].action for d in days] == [
+        "freeze",
+        "freeze",
+        "force_inactive",
+        "force_inactive",
+        "freeze",
+        "freeze",
+    ]
+    assert overrides_by_day(None, days) == {d: {} for d in days}
+
+
+def test_snapshot_document_round_trips_exactly() -> None:
+    w = world(selection={"correlation": {"max_pairwise": 0.5, "window": "short"}})
+    strats = [S("a", metrics={"sharpe_mid": 0.1 + 0.2}), S("b", prev=State("paper", ago(7), 1, 0))]
+    snap = _with_overrides(snapshot(w, strats, corr={("a", "b"): 1 / 3}), b="freeze")
+    doc = json.loads(json.dumps(snapshot_doc(snap)))
+    again = snapshot_from_doc(w, doc)
+    assert snapshot_doc(again) == snapshot_doc(snap)
+    assert decide(again) == decide(snap)

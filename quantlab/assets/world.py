@@ -125,7 +125,7 @@ def run_world_evaluation(
     where = {} if uses_all else {"symbol": universe}
     bars = warehouse.read_table("ohlcv", shift_sessions(start, -30), end, where=where, columns=["date"])
     prev = previous_states(_last_before(warehouse, "world_decisions", wid, start), members)
-    decisions, rules, _ = evaluate_world(
+    evaluation = evaluate_world(
         world,
         members,
         [sides[m] for m in members],
@@ -135,9 +135,13 @@ def run_world_evaluation(
         prev,
         start,
         end,
+        overrides=warehouse.read_table("overrides", where={"world": wid}),
     )
+    decisions, rules = evaluation.decisions, evaluation.rules
     write(warehouse, "world_decisions", decisions, start, end, scope={"world": wid})
     write(warehouse, "rule_results", rules, start, end, scope={"world": wid})
+    write(warehouse, "world_snapshots", evaluation.snapshots, start, end, scope={"world": wid})
+    write(warehouse, "stage_history", evaluation.stage_history, start, end, scope={"world": wid})
     last = decisions.filter(pl.col("date") == end)
     return StageRun(
         metadata={

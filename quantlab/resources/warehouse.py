@@ -186,6 +186,12 @@ class Warehouse(DuckDBResource):
             raise ValueError(f"table '{table}' is partitioned by {TABLES[table].partition_col}: use replace")
         return self._swap(table, validate(table, df), "TRUE", [])
 
+    def append(self, table: str, df: pl.DataFrame) -> int:
+        """Insert rows into an append-only, non-partitioned table (e.g. `overrides`), schema-checked first."""
+        if TABLES[table].partition_col is not None:
+            raise ValueError(f"table '{table}' is partitioned by {TABLES[table].partition_col}: use replace")
+        return self._swap(table, validate(table, df), "FALSE", [])
+
     def _swap(self, table: str, df: pl.DataFrame, where: str, params: list) -> int:
         """In one transaction: delete the rows matching `where`, insert `df` (layout checked first)."""
         with self.connect() as con:

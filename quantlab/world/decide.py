@@ -17,6 +17,10 @@ Order per date (vectorized across the world's strategies):
 7. stage transitions, each only after `min_dwell` sessions in the current stage:
    backtest/inactive -> paper after `promote_after` passes; paper -> live after `promote_after` passes;
    paper -> backtest and live -> inactive after `demote_after` failures. A transition resets the streaks.
+8. overrides (`quantlab world override`) replace steps 6-7 for their strategy: `force_active` makes it live
+   at once, `force_inactive` inactive at once, `freeze` keeps its state; a forced strategy does not take a
+   top-K slot from the others (selection runs first); every override in force adds a `warn` rule row
+   (family lifecycle) naming the actor and the reason, and its reason code is `override_<action>`.
 Every strategy gets a reason code every day. The world-level rows use strategy `*`.
 """
 
@@ -46,6 +50,17 @@ class State:
 
 
 @dataclass(frozen=True)
+class Override:
+    """A manual decision in force on the snapshot's date (`quantlab world override`)."""
+
+    action: str  # force_active | force_inactive | freeze
+    actor: str
+    reason: str
+    override_id: str
+    until: dt.date | None = None
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything `decide` reads, immutable."""
 
@@ -57,6 +72,7 @@ class Snapshot:
     data_lag: int
     correlation: np.ndarray | None  # (S, S), NaN = unknown
     previous: tuple[State, ...]
+    overrides: Mapping[str, Override] = field(default_factory=dict)  # by strategy id
 
 
 @dataclass(frozen=True)
@@ -136,6 +152,16 @@ def _fmt(values: Mapping[str, np.ndarray], names: frozenset[str], i: int, n: int
         v = float(np.broadcast_to(values[name], (n,))[i])
         out[name] = None if np.isnan(v) else round(v, 6)
     return out
+
+
+def _apply_override(ov: Override, prev: State, day: dt.date, selected: bool) -> tuple[State, bool]:
+    """(new state, selected) under an override: force_active makes the strategy live now (selected),
+    force_inactive makes it inactive now (not selected), freeze keeps its state (streaks included)."""
+    if ov.action == "force_active":
+        return (prev if prev.stage == "live" else State(stage="live", stage_since=day)), True
+    if ov.action == "force_inactive":
+        return (prev if prev.stage == "inactive" else State(stage="inactive", stage_since=day)), False
+    return prev, selected
 
 
 def decide(snap: Snapshot) -> Plan:  # noqa: C901 - the decision order reads best in one place
@@ -340,13 +366,30 @@ def decide(snap: Snapshot) -> Plan:  # noqa: C901 - the decision order reads bes
             )
         )
 
-    # 6-7. hysteresis and stage transitions
+    # 6-7. hysteresis and stage transitions (an override decides instead, even in evaluate-only mode)
     hyst = sel.hysteresis
     min_dwell = days(hyst.min_dwell)
     states, reasons = [], []
     for i, (sid, prev) in enumerate(zip(snap.strategies, snap.previous, strict=True)):
         new, reason = prev, code[i]
-        if not stale and not pending[i]:
+        ov = snap.overrides.get(sid)
+        if ov is not None:
+            new, selected[i] = _apply_override(ov, prev, snap.date, selected[i])
+            reason = f"override_{ov.action}"
+            until = "" if ov.until is None else f" until {ov.until}"
+            rows.append(
+                RuleRow(
+                    sid,
+                    "override",
+                    "lifecycle",
+                    "warn",
+                    prev.stage,
+                    reason,
+                    f"{ov.action} by {ov.actor}{until}: {ov.reason}",
+                    {"override_id": ov.override_id, "actor": ov.actor, "action": ov.action},
+                )
+            )
+        elif not stale and not pending[i]:
             new = (
                 replace(prev, pass_streak=prev.pass_streak + 1, fail_streak=0)
                 if selected[i]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -17,8 +18,27 @@ import polars as pl
 from quantlab import metrics
 from quantlab.backtest.kpis import KPI_METRICS, KPI_WINDOWS, returns_matrix
 from quantlab.calendar import sessions, sessions_between
-from quantlab.world.decide import Plan, Snapshot, State, decide
+from quantlab.world.decide import Override, Plan, Snapshot, State, decide
 from quantlab.world.spec import WorldSpec
+
+
+class Evaluation(NamedTuple):
+    decisions: pl.DataFrame
+    rules: pl.DataFrame
+    plans: list[Plan]
+    snapshots: pl.DataFrame
+    stage_history: pl.DataFrame
+
+
+_SNAPSHOT_SCHEMA = {"world": pl.String, "date": pl.Date, "input_hash": pl.String, "snapshot": pl.String}
+_HISTORY_SCHEMA = {
+    "world": pl.String,
+    "date": pl.Date,
+    "strategy": pl.String,
+    "from_stage": pl.String,
+    "to_stage": pl.String,
+    "reason_code": pl.String,
+}
 
 
 def metric_panel(world: WorldSpec, kpis: pl.DataFrame, members: list[str]) -> pl.DataFrame:
@@ -48,22 +68,73 @@ def data_lags(bar_dates: list[dt.date], days_: list[dt.date]) -> dict[dt.date, i
     return out
 
 
-def _input_hash(snap: Snapshot) -> str:
-    """sha256 of everything `decide` reads for this date (NaN written as null), short."""
+def snapshot_doc(snap: Snapshot) -> dict:
+    """Everything `decide` reads for this date as plain JSON data (NaN written as null; floats exact)."""
     n = len(snap.strategies)
 
     def values(v: np.ndarray) -> list[float | None]:
         return [None if x != x else x for x in np.broadcast_to(v, (n,)).astype(float).tolist()]
 
-    doc = {
+    return {
         "date": snap.date.isoformat(),
-        "strategies": snap.strategies,
+        "strategies": list(snap.strategies),
+        "sides": list(snap.sides),
         "metrics": {k: values(v) for k, v in sorted(snap.metrics.items())},
         "data_lag": snap.data_lag,
         "correlation": None if snap.correlation is None else [values(row) for row in snap.correlation],
-        "previous": [[s.stage, str(s.stage_since), s.pass_streak, s.fail_streak] for s in snap.previous],
+        "previous": [[s.stage, _iso(s.stage_since), s.pass_streak, s.fail_streak] for s in snap.previous],
+        "overrides": {
+            sid: [o.action, o.actor, o.reason, o.override_id, _iso(o.until)]
+            for sid, o in sorted(snap.overrides.items())
+        },
     }
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _iso(day: dt.date | None) -> str | None:
+    return None if day is None else day.isoformat()
+
+
+def _day(text: str | None) -> dt.date | None:
+    return None if text is None else dt.date.fromisoformat(text)
+
+
+def snapshot_from_doc(world: WorldSpec, doc: dict) -> Snapshot:
+    """The snapshot a stored `world_snapshots` document describes (re-deciding it reproduces the plan)."""
+
+    def arr(v: list[float | None]) -> np.ndarray:
+        return np.array([np.nan if x is None else x for x in v], dtype=np.float64)
+
+    corr = doc["correlation"]
+    return Snapshot(
+        world=world,
+        date=dt.date.fromisoformat(doc["date"]),
+        strategies=tuple(doc["strategies"]),
+        sides=tuple(doc["sides"]),
+        metrics={k: arr(v) for k, v in doc["metrics"].items()},
+        data_lag=doc["data_lag"],
+        correlation=None if corr is None else np.vstack([arr(r) for r in corr]).reshape(len(corr), len(corr)),
+        previous=tuple(State(st, _day(since), ps, fs) for st, since, ps, fs in doc["previous"]),
+        overrides={
+            sid: Override(action, actor, reason, oid, _day(until))
+            for sid, (action, actor, reason, oid, until) in doc["overrides"].items()
+        },
+    )
+
+
+def overrides_by_day(
+    overrides: pl.DataFrame | None, days_: list[dt.date]
+) -> dict[dt.date, dict[str, Override]]:
+    """The override in force per day and strategy: effective_from <= day <= until (open-ended if null);
+    the latest created wins."""
+    out: dict[dt.date, dict[str, Override]] = {d: {} for d in days_}
+    if overrides is None or overrides.is_empty():
+        return out
+    for r in overrides.sort("created_at", "override_id").iter_rows(named=True):
+        ov = Override(r["action"], r["actor"], r["reason"], r["override_id"], r["until"])
+        for d in days_:
+            if r["effective_from"] <= d and (r["until"] is None or d <= r["until"]):
+                out[d][r["strategy"]] = ov
+    return out
 
 
 def previous_states(decisions: pl.DataFrame, members: list[str]) -> tuple[State, ...]:
@@ -85,12 +156,15 @@ def evaluate_world(
     previous: tuple[State, ...],
     start: dt.date,
     end: dt.date,
-) -> tuple[pl.DataFrame, pl.DataFrame, list[Plan]]:
-    """(`world_decisions` rows, `rule_results` rows, plans) for every session in [start, end].
+    overrides: pl.DataFrame | None = None,
+) -> Evaluation:
+    """`world_decisions`, `rule_results`, `world_snapshots` and `stage_history` rows, and the plans, for
+    every session in [start, end].
 
     `kpis`: as-of KPI rows of the members for [start, end]; `returns`: their `strategy_returns` rows up to
     `end` (all history: the paper track may reach back far); `bar_dates`: dates with bars in the world's
-    universe up to `end`; `previous`: states after the last decision before `start`.
+    universe up to `end`; `previous`: states after the last decision before `start`; `overrides`: the
+    world's rows of the `overrides` table.
     """
     days_ = sessions(start, end)
     panel = metric_panel(world, kpis, members)
@@ -122,8 +196,9 @@ def evaluate_world(
     corr_cfg = world.selection.correlation
     corr_len = None if corr_cfg is None else KPI_WINDOWS[world.kpi_window(corr_cfg.window)]
     lags = data_lags(bar_dates, days_)
+    forced = overrides_by_day(overrides, days_)
 
-    decisions, rules, plans = [], [], []
+    decisions, rules, plans, snapshots, history = [], [], [], [], []
     state = previous
     for k, day in enumerate(days_):
         upto = int(np.searchsorted(ret_pos, np.datetime64(day, "D"), side="right"))
@@ -141,12 +216,25 @@ def evaluate_world(
         env.update(
             paper_days=paper_days, sharpe_paper=sharpe_paper, data_lag=np.full(len(members), float(lags[day]))
         )
-        snap = Snapshot(world, day, tuple(members), tuple(sides), env, lags[day], corr, state)
+        snap = Snapshot(world, day, tuple(members), tuple(sides), env, lags[day], corr, state, forced[day])
         plan = decide(snap)
-        ihash = _input_hash(snap)
+        doc = json.dumps(snapshot_doc(snap), sort_keys=True)
+        ihash = hashlib.sha256(doc.encode()).hexdigest()[:16]
+        snapshots.append({"world": world.id, "date": day, "input_hash": ihash, "snapshot": doc})
         plans.append(plan)
         for i, m in enumerate(members):
             st = plan.states[i]
+            if st.stage != state[i].stage:
+                history.append(
+                    {
+                        "world": world.id,
+                        "date": day,
+                        "strategy": m,
+                        "from_stage": state[i].stage,
+                        "to_stage": st.stage,
+                        "reason_code": plan.reason_codes[i],
+                    }
+                )
             decisions.append(
                 {
                     "world": world.id,
@@ -191,10 +279,12 @@ def evaluate_world(
         "pass_streak": pl.Int64,
         "fail_streak": pl.Int64,
     }
-    return (
+    return Evaluation(
         pl.DataFrame(decisions, schema_overrides=dec_schema),
         pl.DataFrame(rules, schema_overrides={"date": pl.Date}),
         plans,
+        pl.DataFrame(snapshots, schema=_SNAPSHOT_SCHEMA),
+        pl.DataFrame(history, schema=_HISTORY_SCHEMA),
     )
 
 
