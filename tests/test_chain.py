@@ -367,3 +367,28 @@ def test_override_from_the_cli_is_applied_and_recorded(project: Path, base: Path
     assert rule["strategy"] == target and "force_inactive by bob: vendor outage" in rule["reason"]
     snap = json.loads(wh.read_table("world_snapshots", day, day, where={"world": "alpha"})["snapshot"][0])
     assert snap["overrides"][target][:3] == ["force_inactive", "bob", "vendor outage"]
+
+
+def test_validation_reports_and_model_cards(project: Path, base: Path) -> None:
+    """The history run behind `base` wrote each world's validation report and its members' model cards."""
+    period = f"period: {BASE[0]} .. {BASE[1]}"
+    reports = [
+        p
+        for p in (project / "artifacts" / "runs").glob("*/reports/validation_alpha.md")
+        if period in p.read_text()
+    ]
+    assert len(reports) == 1, "no validation report of the base history run"
+    text = reports[0].read_text()
+    for section in (
+        "## Scope",
+        "## Validation profile",
+        "## Results by rule family",
+        "## Stage transitions",
+        "## Limitations",
+    ):
+        assert section in text
+    assert "| gates | soft | quant |" in text
+    cards = sorted(p.stem for p in reports[0].parent.glob("model_cards/*.md"))
+    assert "momentum_top2" in cards
+    card = (reports[0].parent / "model_cards" / "momentum_top2.md").read_text()
+    assert "## Purpose" in card and "## Assumptions" in card and "fee 1.0 bps + slippage 5.0 bps" in card

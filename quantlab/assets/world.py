@@ -13,6 +13,7 @@ strategy failing a gate is routine and only shows in the table; an active one is
 """
 
 import datetime as dt
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -21,10 +22,11 @@ from quantlab.assets.common import StageRun, chain_asset, md_table, write
 from quantlab.calendar import sessions, shift_sessions
 from quantlab.partitions import TRADING_DAYS, partition_dates
 from quantlab.project import Project
-from quantlab.resources import Warehouse
+from quantlab.resources import ProjectFiles, Warehouse
 from quantlab.world.allocate import allocate_range, world_returns
 from quantlab.world.checks import family_failures, family_passed
-from quantlab.world.evaluate import evaluate_world, metric_panel, previous_states
+from quantlab.world.evaluate import Evaluation, evaluate_world, metric_panel, previous_states
+from quantlab.world.report import model_card, validation_report
 from quantlab.world.spec import FAMILIES, WorldSpec
 
 _SEVERITY = {
@@ -110,9 +112,16 @@ def allocation_checks(
 
 
 def run_world_evaluation(
-    warehouse: Warehouse, project: Project, world: WorldSpec, start: dt.date, end: dt.date
+    warehouse: Warehouse,
+    project: Project,
+    world: WorldSpec,
+    start: dt.date,
+    end: dt.date,
+    run_dir: Path | None = None,
 ) -> StageRun:
-    """Decide every session of [start, end] in date order; write `world_decisions` and `rule_results`."""
+    """Decide every session of [start, end] in date order; write `world_decisions`, `rule_results`,
+    `world_snapshots` and `stage_history`. With `run_dir`, also `reports/validation_<world>.md` and a
+    model card per member strategy (`reports/model_cards/<strategy>.md`)."""
     wid = world.id
     members = world.members(project.strategies)
     sides = {m: project.strategies[m].side for m in members}
@@ -143,8 +152,13 @@ def run_world_evaluation(
     write(warehouse, "world_snapshots", evaluation.snapshots, start, end, scope={"world": wid})
     write(warehouse, "stage_history", evaluation.stage_history, start, end, scope={"world": wid})
     last = decisions.filter(pl.col("date") == end)
+    reports = {}
+    if run_dir is not None:
+        reports = _write_reports(warehouse, project, world, evaluation, start, end, run_dir)
     return StageRun(
         metadata={
+            **reports,
+            "transitions": evaluation.stage_history.height,
             "policy_version": world.policy_version,
             "ruleset_hash": world.ruleset_hash,
             "dates": decisions.get_column("date").n_unique(),
@@ -156,6 +170,37 @@ def run_world_evaluation(
         },
         checks=[family_check(world, family, rules) for family in FAMILIES],
     )
+
+
+def _write_reports(
+    warehouse: Warehouse,
+    project: Project,
+    world: WorldSpec,
+    evaluation: Evaluation,
+    start: dt.date,
+    end: dt.date,
+    run_dir: Path,
+) -> dict[str, dg.MetadataValue]:
+    folder = run_dir / "reports"
+    (folder / "model_cards").mkdir(parents=True, exist_ok=True)
+    path = folder / f"validation_{world.id}.md"
+    path.write_text(
+        validation_report(
+            world,
+            project.strategies,
+            evaluation.decisions,
+            evaluation.rules,
+            evaluation.stage_history,
+            start,
+            end,
+        )
+    )
+    span = warehouse.read("SELECT count(*) AS n, min(first_date) AS a, max(last_date) AS b FROM symbols")
+    n, a, b = span.row(0) if warehouse.has_table("symbols") else (0, None, None)
+    data = f"{n} symbols stored, {a} .. {b}"
+    for member in world.members(project.strategies):
+        (folder / "model_cards" / f"{member}.md").write_text(model_card(project.strategies[member], data))
+    return {"validation_report": dg.MetadataValue.path(str(path))}
 
 
 def run_world_allocation(
@@ -232,8 +277,11 @@ def _world_pair(project: Project, world: WorldSpec) -> list[dg.AssetsDefinition]
         kinds={"duckdb"},
         description=f"{world.description or wid}: daily decisions of the world's policy ({world.policy_version}).",
     )
-    def _evaluation(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-        return run_world_evaluation(warehouse, project, world, *partition_dates(context)).result()
+    def _evaluation(
+        context: dg.AssetExecutionContext, warehouse: Warehouse, project_files: ProjectFiles
+    ) -> dg.MaterializeResult:
+        run_dir = project_files.run_dir(context.run_id)
+        return run_world_evaluation(warehouse, project, world, *partition_dates(context), run_dir).result()
 
     alloc_key = dg.AssetKey(["world_allocation", wid])
 
