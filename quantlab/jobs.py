@@ -84,12 +84,22 @@ def _stage_op(name: str, fn: Runner) -> dg.OpDefinition:
 
 
 def _world_op(project: Project, world_id: str, kind: str) -> dg.OpDefinition:
-    fn = run_world_evaluation if kind == "evaluation" else run_world_allocation
-
     @dg.op(name=f"history_world_{kind}_{world_id}", ins={"after": dg.In(dg.Nothing)}, pool=POOL)
-    def _op(context: dg.OpExecutionContext, history_window: HistoryWindow, warehouse: Warehouse) -> None:
+    def _op(
+        context: dg.OpExecutionContext,
+        history_window: HistoryWindow,
+        warehouse: Warehouse,
+        project_files: ProjectFiles,
+    ) -> None:
         world = project.worlds[world_id]
-        _finish(context, f"world_{kind}/{world_id}", fn(warehouse, project, world, *history_window.dates()))
+        window = history_window.dates()
+        if kind == "evaluation":
+            run = run_world_evaluation(
+                warehouse, project, world, *window, project_files.run_dir(context.run_id)
+            )
+        else:
+            run = run_world_allocation(warehouse, project, world, *window)
+        _finish(context, f"world_{kind}/{world_id}", run)
 
     return _op
 
