@@ -316,3 +316,121 @@ def world_override(
             f"(recorded {now:%Y-%m-%d %H:%M:%S} UTC in {wh.database}; re-materialize world_evaluation/{world_id} "
             "for dates already decided)"
         )
+
+
+@main.group()
+def checks() -> None:
+    """Asset-check reports."""
+
+
+@checks.command("report")
+@click.option(
+    "--date", "day", type=click.DateTime(["%Y-%m-%d"]), required=True, help="As-of date (partition)."
+)
+@click.option("--world", "world_id", default=None, help="Only this world's checks.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def checks_report(day: dt.datetime, world_id: str | None, as_json: bool) -> None:
+    """Every asset check of a date: severity, the Dagster evaluation of that partition (if a single-partition
+    run recorded one) and the warehouse's verdict with the failing rows' reasons. Exit 0 when no blocking check
+    failed, 1 when one did, 2 when the warehouse holds nothing for the date."""
+    import dagster as dg
+
+    from quantlab.check_report import blocking_failed, check_report
+    from quantlab.project import load_project
+    from quantlab.resources import Warehouse
+
+    project = load_project()
+    if world_id is not None and world_id not in project.worlds:
+        raise click.UsageError(f"unknown world '{world_id}'; worlds: {', '.join(sorted(project.worlds))}")
+    warehouse, d = Warehouse(), day.date()
+    rows = check_report(dg.DagsterInstance.get(), warehouse, project, d, world_id)
+    if all(r["warehouse"]["passed"] is None and r["dagster"] is None for r in rows):
+        click.echo(f"nothing recorded for {d} in {warehouse.database} or the Dagster instance", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+    else:
+        click.echo(f"Asset checks on {d}")
+
+        def verdict(passed: bool | None) -> str:
+            return "-" if passed is None else ("PASS" if passed else "FAIL")
+
+        click.echo(f"  {'check':<34}{'severity':<10}{'dagster':<9}{'warehouse':<10}failing  reason")
+        for r in rows:
+            dag = r["dagster"]
+            click.echo(
+                f"  {r['check']:<34}{r['severity']:<10}{verdict(None if dag is None else dag['passed']):<9}"
+                f"{verdict(r['warehouse']['passed']):<10}{r['warehouse']['failing']:>7}  {r['warehouse']['reason'][:90]}"
+            )
+    sys.exit(1 if blocking_failed(rows) else 0)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """Latest materialized partition of every asset (Dagster instance), checks whose latest evaluation
+    failed, and the newest date of every warehouse table."""
+    import dagster as dg
+
+    from quantlab.definitions import build_definitions
+    from quantlab.resources import Warehouse
+    from quantlab.schemas import TABLES
+
+    instance = dg.DagsterInstance.get()
+    graph = build_definitions().resolve_asset_graph()
+    assets = []
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        event = instance.get_latest_materialization_event(key)
+        mat = event.asset_materialization if event is not None else None
+        assets.append(
+            {
+                "asset": key.to_user_string(),
+                "partition": None if mat is None else mat.partition,
+                "run_id": None if event is None else event.run_id,
+                "at": None
+                if event is None
+                else dt.datetime.fromtimestamp(event.timestamp, dt.UTC).isoformat(timespec="seconds"),
+            }
+        )
+    check_keys = sorted(graph.asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name))
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(check_keys)
+    failing = []
+    for key, rec in latest.items():
+        evaluation = rec.event.asset_check_evaluation if rec.event is not None else None
+        if evaluation is not None and not evaluation.passed:
+            failing.append(
+                {
+                    "asset": key.asset_key.to_user_string(),
+                    "check": key.name,
+                    "severity": evaluation.severity.value,
+                    "partition": rec.partition,
+                    "run_id": rec.run_id,
+                }
+            )
+    warehouse = Warehouse()
+    tables = {}
+    for name, table in TABLES.items():
+        if warehouse.has_table(name):
+            col = table.partition_col
+            newest = warehouse.read(
+                f"SELECT {'max(' + col + ')' if col else 'NULL'} AS d, count(*) AS n FROM {name}"
+            ).row(0)
+            tables[name] = {"newest": newest[0], "rows": newest[1]}
+    report = {
+        "assets": assets,
+        "failing_checks": failing,
+        "warehouse": str(warehouse.database),
+        "tables": tables,
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    click.echo("Assets (latest materialization):")
+    for a in assets:
+        click.echo(f"  {a['asset']:<36}{a['partition'] or '-':<12}{a['at'] or 'never'}")
+    click.echo(f"Failing checks (latest evaluation): {len(failing) or 'none'}")
+    for f in failing:
+        click.echo(f"  {f['check']:<34}{f['severity']:<6}{f['partition'] or '(range)'}  on {f['asset']}")
+    click.echo(f"Warehouse {warehouse.database}:")
+    for name, t in tables.items():
+        click.echo(f"  {name:<22}{str(t['newest'] or ''):<12}{t['rows']:>10} rows")

@@ -392,3 +392,37 @@ def test_validation_reports_and_model_cards(project: Path, base: Path) -> None:
     assert "momentum_top2" in cards
     card = (reports[0].parent / "model_cards" / "momentum_top2.md").read_text()
     assert "## Purpose" in card and "## Assumptions" in card and "fee 1.0 bps + slippage 5.0 bps" in card
+
+
+def test_checks_report_and_status_cli(project: Path, base: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from quantlab.cli import main
+
+    db, home = _copy(base, tmp_path), tmp_path / "dagster_home"
+    home.mkdir()
+    instance = dg.DagsterInstance.local_temp(tempdir=str(home))
+    assert _run_day(_defs(project, db), DAYS[0], instance).success
+    env = {"QUANTLAB_WAREHOUSE": str(db), "QUANTLAB_PROJECT_DIR": str(project), "DAGSTER_HOME": str(home)}
+    runner = CliRunner()
+    result = runner.invoke(main, ["checks", "report", "--date", DAYS[0].isoformat(), "--json"], env=env)
+    assert result.exit_code in (0, 1), result.output
+    rows = {r["check"]: r for r in json.loads(result.output)}
+    assert {"schema", "stale_data", "anomalies", "alpha_gates", "beta_budgets"} <= set(rows)
+    for row in rows.values():  # the single-partition run recorded every check; the warehouse agrees
+        assert row["dagster"] is not None and row["dagster"]["status"] in ("SUCCEEDED", "FAILED"), row
+        assert row["dagster"]["passed"] == row["warehouse"]["passed"], row
+    blocking_fail = any(r["severity"] == "blocking" and not r["warehouse"]["passed"] for r in rows.values())
+    assert result.exit_code == (1 if blocking_fail else 0)
+    history_day = runner.invoke(
+        main, ["checks", "report", "--date", BASE[1].isoformat(), "--world", "alpha", "--json"], env=env
+    )
+    alpha = json.loads(history_day.output)
+    assert alpha and all(r["dagster"] is None and r["warehouse"]["passed"] is not None for r in alpha)
+    assert runner.invoke(main, ["checks", "report", "--date", "1999-01-04"], env=env).exit_code == 2
+    state = runner.invoke(main, ["status", "--json"], env=env)
+    assert state.exit_code == 0, state.output
+    report = json.loads(state.output)
+    latest = {a["asset"]: a["partition"] for a in report["assets"]}
+    assert latest["ohlcv"] == DAYS[0].isoformat() and latest["world_evaluation/alpha"] == DAYS[0].isoformat()
+    assert report["tables"]["world_decisions"]["newest"] == DAYS[0].isoformat()
