@@ -17,6 +17,7 @@ from quantlab.partitions import TRADING_DAYS
 from quantlab.project import Project, project_dir
 from quantlab.resources import MarketData, ProjectFiles, Warehouse
 from quantlab.resources.market_data import default_market_data
+from quantlab.sensors import config_sensor
 
 CHAIN_JOB = "daily_chain"
 
@@ -50,6 +51,7 @@ def build_definitions(
     return dg.Definitions(
         assets=assets,
         jobs=[chain, history_job(project)],
+        sensors=[config_sensor(Path(root), chain)],
         schedules=[
             dg.build_schedule_from_partitioned_job(
                 chain, hour_of_day=22, minute_of_hour=30, description="The daily chain after the NYSE close."

@@ -426,3 +426,38 @@ def test_checks_report_and_status_cli(project: Path, base: Path, tmp_path: Path)
     latest = {a["asset"]: a["partition"] for a in report["assets"]}
     assert latest["ohlcv"] == DAYS[0].isoformat() and latest["world_evaluation/alpha"] == DAYS[0].isoformat()
     assert report["tables"]["world_decisions"]["newest"] == DAYS[0].isoformat()
+
+
+def test_config_sensor_requests_the_evaluation_of_a_changed_strategy(
+    project: Path, base: Path, tmp_path: Path
+) -> None:
+    from quantlab.sensors import SENSOR
+
+    root = tmp_path / "project"
+    shutil.copytree(project, root, ignore=shutil.ignore_patterns("artifacts"))
+    db = _copy(base, tmp_path)
+    defs = build_definitions(project_root=str(root), warehouse=Warehouse(database=str(db)))
+    sensor = defs.resolve_sensor_def(SENSOR)
+    instance = dg.DagsterInstance.ephemeral()
+    repo = defs.get_repository_def()
+
+    def tick(cursor: str | None) -> dg.SensorResult | dg.SkipReason:
+        return sensor.evaluate_tick(
+            dg.build_sensor_context(instance=instance, cursor=cursor, repository_def=repo)
+        )
+
+    first = tick(None)
+    assert not first.run_requests and first.cursor
+    assert not tick(first.cursor).run_requests  # nothing changed
+    (root / "strategies" / "low_vol.yaml").write_text(
+        (root / "strategies" / "low_vol.yaml").read_text() + "\n# edited\n"
+    )
+    assert not tick(first.cursor).run_requests  # changed, but nothing materialized yet on this instance
+    assert _run_day(defs, DAYS[0], instance).success
+    (root / "worlds" / "alpha.yaml").write_text((root / "worlds" / "alpha.yaml").read_text() + "\n# edited\n")
+    result = tick(first.cursor)
+    (request,) = result.run_requests
+    assert request.partition_key == DAYS[0].isoformat() and result.cursor != first.cursor
+    selected = {k.to_user_string() for k in request.asset_selection}
+    assert {"targets", "kpis", "world_evaluation/alpha", "world_allocation/beta"} <= selected
+    assert "ohlcv" not in selected and "features" not in selected
