@@ -59,7 +59,7 @@ CHAIN: list[tuple[str, Runner]] = [
     ("anomaly_scores", lambda w, m, p, a, b, r: run_anomaly_scores(w, p.curator.anomaly, a, b)),
     ("features", lambda w, m, p, a, b, r: run_features(w, a, b)),
     ("labels", lambda w, m, p, a, b, r: run_labels(w, a, b)),
-    ("targets", lambda w, m, p, a, b, r: run_targets(w, m, p, a, b)),
+    ("targets", lambda w, m, p, a, b, r: run_targets(w, m, p, a, b, r)),
     ("strategy_returns", lambda w, m, p, a, b, r: run_strategy_returns(w, p, a, b, r)),
     ("kpis", lambda w, m, p, a, b, r: run_kpis(w, a, b)),
     ("approvals", lambda w, m, p, a, b, r: run_approvals(w, p, a, b)),

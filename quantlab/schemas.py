@@ -114,11 +114,13 @@ class Targets(pa.DataFrameModel):
 class Models(pa.DataFrameModel):
     """One row per walk-forward model of a model strategy, partitioned by its fit date `date`.
 
-    `model_id` hashes everything that determines the model (quantlab.strategy_lab.model.model_id);
-    `train_start`/`train_end` are the first/last training dates actually used. `in_sample_ic` is the mean
-    daily cross-sectional Spearman IC of the model's own predictions on its training rows; `oos_ic` is that
-    of the PREVIOUS model (`oos_model_id`) over its prediction window, on the `oos_dates` decision dates
-    whose labels are known at this fit date (null without a previous model or such dates).
+    `model_id` hashes everything that determines the model (quantlab.strategy_lab.model.model_id); `params`
+    are the estimator parameters it was fitted with (JSON: quantlab's defaults, the strategy's params and
+    `random_state` = seed); `train_start`/`train_end` are the first/last training dates actually used.
+    `in_sample_ic` is the mean daily cross-sectional Spearman IC of the model's own predictions on its
+    training rows (every horizon-th session: non-overlapping labels); `oos_ic` is that of the PREVIOUS model
+    (`oos_model_id`) over its prediction window, on the `oos_dates` decision dates whose labels are known at
+    this fit date (null without a previous model or such dates).
     """
 
     model_id: str

@@ -1,21 +1,58 @@
 """Strategy files (`strategies/*.yaml`) parsed into strict pydantic models.
 
-A strategy is configuration: a universe, a signal (a safe expression over feature names, see
-`quantlab.expressions`), portfolio construction, a rebalance schedule, execution and costs, and optional
-per-strategy risk limits for the supervisor.
+A strategy is configuration: a universe, a signal, portfolio construction, a rebalance schedule, execution
+and costs, and optional per-strategy risk limits for the supervisor.
+
+Two kinds of signal:
+
+* `kind: rank` (the default): `score` is a safe expression over feature names (see `quantlab.expressions`).
+* `kind: model`: a scikit-learn estimator trained walk-forward (see `quantlab.strategy_lab.model`)::
+
+      signal:
+        kind: model
+        estimator: gradient_boosting        # logistic_regression | ridge | random_forest | gradient_boosting
+        params: {max_depth: 3, learning_rate: 0.05}   # the estimator's own parameters (checked at load)
+        features: momentum                  # a feature-set id (preset or feature_sets/*.yaml) or a list
+        label: fwd_excess_5                 # from quantlab.features.labels.LABELS
+        train_window: 504                   # sessions of training dates before the fit date
+        refit_every: 21                     # sessions between refits (fit dates: session_index % 21 == 0)
+        embargo: 5                          # sessions dropped after the purge
+        seed: 7
+        preprocess: xs_zscore               # per-date cross-sectional standardization (or xs_rank)
+        min_train_rows: 200                 # fewer usable training rows: no model, no score
+
+  The estimator is a regressor, or its classifier variant when the label is binary (`fwd_dir_*`; the score
+  is then the probability of class 1). `logistic_regression` is a classifier only and needs a binary label.
+  `gradient_boosting` is scikit-learn's HistGradientBoosting (histogram-binned: O(rows) per iteration and
+  native threading, 50-100x faster than GradientBoosting on the 50k-row windows of a 100-symbol universe,
+  which keeps a monthly walk-forward over years within seconds); quantlab turns its internal early stopping
+  off by default (it would hold out a random, not a time-ordered, split).
+
+  Leakage rule enforced at load: `train_window > horizon(label) + embargo`. The purge itself is by
+  construction, row by row (a training row is used only if its label's `asof_date` <= the fit date, then
+  `embargo` more sessions are dropped, see `quantlab.strategy_lab.model.training_window`); the load check
+  rejects configurations where purge + embargo would leave no training session at all.
 """
 
 from __future__ import annotations
 
+import importlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from quantlab.config import ConfigError, Strict, load_directory, load_yaml_model
 from quantlab.expressions import Expr, parse
+from quantlab.features.labels import LABEL_NAMES, LABELS
 from quantlab.features.library import FEATURE_NAMES
+from quantlab.features.sets import PRESETS, SET_ID, FeatureSet, load_feature_sets
 from quantlab.supervisor.spec import RiskLimits
 
 ID_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -35,6 +72,202 @@ class Universe(Strict):
 class RankSignal(Strict):
     kind: Literal["rank"] = "rank"
     score: str = Field(description="Safe expression over feature names; higher = more attractive.")
+
+
+#: Labels whose values are 0/1 (classifiers need one of them).
+BINARY_LABELS: frozenset[str] = frozenset(n for n in LABEL_NAMES if n.startswith("fwd_dir_"))
+
+
+@dataclass(frozen=True)
+class EstimatorDef:
+    """A whitelisted estimator: its regressor and classifier classes ("module:Class"), quantlab's defaults
+    (overridable in `params`), and whether it takes `random_state` (set from `signal.seed`)."""
+
+    name: str
+    regressor: str | None
+    classifier: str | None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    seeded: bool = True
+
+    def cls(self, binary: bool) -> type:
+        """The estimator class for a binary (classifier if there is one) or a continuous label."""
+        path = (self.classifier or self.regressor) if binary else self.regressor
+        if path is None:
+            raise ValueError(f"'{self.name}' is a classifier: it needs a binary label")
+        module, _, name = path.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+ESTIMATORS: dict[str, EstimatorDef] = {
+    e.name: e
+    for e in (
+        EstimatorDef("logistic_regression", None, "sklearn.linear_model:LogisticRegression"),
+        EstimatorDef("ridge", "sklearn.linear_model:Ridge", None),
+        EstimatorDef(
+            "random_forest",
+            "sklearn.ensemble:RandomForestRegressor",
+            "sklearn.ensemble:RandomForestClassifier",
+            {"n_estimators": 100, "max_depth": 8, "min_samples_leaf": 20},
+        ),
+        EstimatorDef(
+            "gradient_boosting",
+            "sklearn.ensemble:HistGradientBoostingRegressor",
+            "sklearn.ensemble:HistGradientBoostingClassifier",
+            {"early_stopping": False},
+        ),
+    )
+}
+RESERVED_PARAMS = {"random_state": "set by `signal.seed`"}
+
+
+def _invalid(title: str, errors: list[tuple[tuple[str | int, ...], str, Any]]) -> ValidationError:
+    """A ValidationError with one error per (loc, message, input), so each names its own field."""
+    return ValidationError.from_exception_data(
+        title,
+        [
+            {
+                "type": PydanticCustomError("invalid", msg.replace("{", "{{").replace("}", "}}")),
+                "loc": loc,
+                "input": v,
+            }
+            for loc, msg, v in errors
+        ],
+    )
+
+
+class ModelSignal(Strict):
+    """A scikit-learn model trained walk-forward; see the module docstring and `quantlab.strategy_lab.model`."""
+
+    kind: Literal["model"]
+    estimator: Literal["logistic_regression", "ridge", "random_forest", "gradient_boosting"]
+    params: dict[str, Any] = Field(default_factory=dict, description="The estimator's own parameters.")
+    features: str | list[str] = Field(description="A feature-set id or a list of library feature names.")
+    label: str = Field(description="A label of quantlab.features.labels.LABELS.")
+    train_window: int = Field(default=504, ge=21, le=5040, description="Sessions of training dates.")
+    refit_every: int = Field(default=21, ge=1, le=252, description="Sessions between refits.")
+    embargo: int = Field(default=5, ge=0, le=252, description="Sessions dropped after the purge.")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    preprocess: Literal["xs_zscore", "xs_rank"] = "xs_zscore"
+    min_train_rows: int = Field(default=200, ge=10, le=10_000_000)
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, str):
+            if not re.match(SET_ID, v):
+                raise ValueError(f"'{v}' is not a feature-set id (pattern {SET_ID})")
+            return v
+        if not v:
+            raise ValueError("give a feature-set id or at least one feature name")
+        errors = [
+            ((i,), f"unknown feature '{n}'; the library has {list(FEATURE_NAMES)}", n)
+            for i, n in enumerate(v)
+            if n not in FEATURE_NAMES
+        ]
+        errors += [((i,), f"feature '{n}' is listed twice", n) for i, n in enumerate(v) if n in v[:i]]
+        if errors:
+            raise _invalid("features", errors)
+        return v
+
+    @model_validator(mode="after")
+    def _semantics(self) -> ModelSignal:
+        errors: list[tuple[tuple[str | int, ...], str, Any]] = []
+        label = LABELS.get(self.label)
+        est = ESTIMATORS[self.estimator]
+        binary = self.label in BINARY_LABELS
+        if label is None:
+            errors.append(
+                (("label",), f"unknown label '{self.label}'; known: {list(LABEL_NAMES)}", self.label)
+            )
+        if label is not None and not binary and est.regressor is None:
+            errors.append(
+                (
+                    ("label",),
+                    f"'{self.estimator}' is a classifier and needs a binary label "
+                    f"({sorted(BINARY_LABELS)}); '{self.label}' is continuous",
+                    self.label,
+                )
+            )
+        if label is not None and self.train_window <= label.horizon + self.embargo:
+            errors.append(
+                (
+                    ("train_window",),
+                    f"{self.train_window} sessions leave nothing to train on: the purge of the label horizon "
+                    f"({label.horizon} sessions of '{self.label}') plus the embargo ({self.embargo}) must be "
+                    "shorter than the training window, or training labels would reach into the test window",
+                    self.train_window,
+                )
+            )
+        errors += _param_errors(est, binary, self.params)
+        if errors:
+            raise _invalid("signal", errors)
+        return self
+
+    @property
+    def horizon(self) -> int:
+        return LABELS[self.label].horizon
+
+    @property
+    def binary(self) -> bool:
+        """True when the label is 0/1 (the estimator is then the classifier variant, if it has one)."""
+        return self.label in BINARY_LABELS
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.binary and ESTIMATORS[self.estimator].classifier is not None
+
+    def estimator_class(self) -> type:
+        return ESTIMATORS[self.estimator].cls(self.binary)
+
+    def estimator_params(self) -> dict[str, Any]:
+        """quantlab's defaults, the user's params, and `random_state = seed` where the estimator takes one."""
+        est = ESTIMATORS[self.estimator]
+        seeded = {"random_state": self.seed} if est.seeded else {}
+        return {**est.defaults, **self.params, **seeded}
+
+    @property
+    def params_json(self) -> str:
+        """The user's params as canonical JSON (sorted keys): what the models table records."""
+        return json.dumps(self.params, sort_keys=True, separators=(",", ":"))
+
+
+def _param_errors(est: EstimatorDef, binary: bool, params: Mapping[str, Any]) -> list:
+    """Unknown, reserved or invalid values of the estimator's own parameters, each at `params.<name>`."""
+    try:
+        cls = est.cls(binary and est.classifier is not None)
+    except ValueError:
+        cls = est.cls(True)
+    known = set(cls().get_params()) - set(RESERVED_PARAMS)
+    errors = []
+    for name, value in params.items():
+        if name in RESERVED_PARAMS:
+            errors.append((("params", name), f"not allowed here: {RESERVED_PARAMS[name]}", value))
+        elif name not in known:
+            errors.append(
+                (
+                    ("params", name),
+                    f"unknown parameter of {cls.__name__} ('{est.name}'); known: {sorted(known)}",
+                    value,
+                )
+            )
+        else:
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                errors.append(
+                    (("params", name), "must be a plain YAML value (number, string, bool, list)", value)
+                )
+                continue
+            try:
+                check = getattr(cls(**{name: value}), "_validate_params", None)
+                if check is not None:
+                    check()
+            except (TypeError, ValueError) as exc:
+                errors.append((("params", name), str(exc), value))
+    return errors
+
+
+Signal = RankSignal | ModelSignal
 
 
 class Leg(Strict):
@@ -108,7 +341,7 @@ class StrategySpec(Strict):
     description: str = ""
     tags: list[str] = []
     universe: Universe
-    signal: RankSignal
+    signal: Signal
     portfolio: Portfolio = Portfolio()
     rebalance: Rebalance = Rebalance()
     execution: Execution = Execution()
@@ -116,8 +349,27 @@ class StrategySpec(Strict):
     cash: Cash = Cash()
     risk: RiskLimits = RiskLimits()
 
+    @field_validator("signal", mode="wrap")
+    @classmethod
+    def _signal(cls, value: Any, handler: Any) -> Signal:
+        """Dispatch on `kind` (default `rank`), so errors name the signal's own fields (no union branches)."""
+        if isinstance(value, Mapping):
+            kind = value.get("kind", "rank")
+            if kind not in ("rank", "model"):
+                raise _invalid("signal", [(("kind",), "Input should be 'rank' or 'model'", kind)])
+            value = (ModelSignal if kind == "model" else RankSignal).model_validate(dict(value))
+        return handler(value)
+
+    @property
+    def is_model(self) -> bool:
+        return isinstance(self.signal, ModelSignal)
+
     @cached_property
     def score_expr(self) -> Expr:
+        """The rank signal's parsed score. A model strategy has no expression (its score is the model's
+        prediction, `quantlab.strategy_lab.model`): it gets the constant `0`, which reads no feature."""
+        if isinstance(self.signal, ModelSignal):
+            return parse("0", names=FEATURE_NAMES, boolean=False)
         return parse(self.signal.score, names=FEATURE_NAMES, boolean=False)
 
     @property
@@ -125,16 +377,39 @@ class StrategySpec(Strict):
         return self.portfolio.side
 
 
-def _check(spec: StrategySpec) -> None:
+def resolve_feature_set(signal: ModelSignal, sets: Mapping[str, FeatureSet]) -> FeatureSet:
+    """The feature set a model signal names (an id among `sets`, e.g. `Project.feature_sets`), or an
+    `inline` set for a list of library names. Raises ValueError for an unknown id."""
+    if isinstance(signal.features, list):
+        return FeatureSet(id="inline", description="inline feature list", features=list(signal.features))
+    if signal.features not in sets:
+        raise ValueError(f"unknown feature set '{signal.features}'; known: {sorted(sets)}")
+    return sets[signal.features]
+
+
+def _check(spec: StrategySpec, sets: Mapping[str, FeatureSet] | None, path: Path) -> None:
+    if isinstance(spec.signal, ModelSignal):
+        if isinstance(spec.signal.features, str) and spec.signal.features not in PRESETS:
+            # the project's sets live next to strategies/ (Project.feature_sets: <root>/feature_sets)
+            sets = sets if sets is not None else load_feature_sets(path.parent.parent / "feature_sets")
+            try:
+                resolve_feature_set(spec.signal, sets)
+            except ValueError as exc:
+                raise ValueError(f"signal.features: {exc}") from None
+        return
     try:
         spec.score_expr  # noqa: B018 - parse now so errors surface at load
     except ValueError as exc:
         raise ValueError(f"signal.score: {exc}") from None
 
 
-def load_strategy(path: Path) -> StrategySpec:
-    """Parse and validate one strategy file (ConfigError names file, line, field and reason)."""
-    spec = load_yaml_model(path, StrategySpec, check=_check)
+def load_strategy(path: Path, feature_sets: Mapping[str, FeatureSet] | None = None) -> StrategySpec:
+    """Parse and validate one strategy file (ConfigError names file, line, field and reason).
+
+    A model signal's feature-set id is resolved against `feature_sets` (default: the presets plus
+    `<project>/feature_sets/*.yaml`, the project being the parent of the strategy's directory).
+    """
+    spec = load_yaml_model(path, StrategySpec, check=lambda s: _check(s, feature_sets, path))
     if spec.id != path.stem:
         raise ConfigError(f"{path}:1: id: '{spec.id}' must equal the file name '{path.stem}'")
     if spec.cash.series is not None:

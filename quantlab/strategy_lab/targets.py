@@ -1,6 +1,8 @@
-"""Target weights from rank signals (vectorized polars, one pass for all dates of a range).
+"""Target weights from scores (vectorized polars, one pass for all dates of a range).
 
-For each date: score every universe symbol with a valid score (non-null, finite), rank, take the top
+A rank strategy's score is its expression over the features; a model strategy's score is precomputed by the
+walk-forward models (`quantlab.strategy_lab.model.walk_forward`) and passed in. Either way, `rank_targets`
+turns scores into weights. For each date: score every universe symbol with a valid score (non-null, finite), rank, take the top
 `long.top` as the long leg and the bottom `short.top` (not already long) as the short leg. Raw leg weights
 are 1 (equal), |score| (score) or 1/vol_20 (inverse_vol), normalized so each leg sums to its gross
 (`portfolio.gross`, halved per leg when both legs are on), then capped at `max_weight` per name; what the
@@ -10,28 +12,46 @@ selected get weight 0 and side `flat`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import polars as pl
 
 from quantlab.strategy_lab.spec import StrategySpec
 
 
-def strategy_targets(features: pl.DataFrame, spec: StrategySpec) -> pl.DataFrame:
-    """Rows of the `targets` table for one strategy over the dates in `features`."""
+def strategy_targets(
+    features: pl.DataFrame, spec: StrategySpec, scores: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """Rows of the `targets` table for one strategy over the dates in `features`.
+
+    `scores` (date, symbol, score) replaces the score expression; a model strategy needs it. Rows of
+    `features` without a score get none (they are not candidates that date).
+    """
     df = features
     if spec.universe.symbols is not None:
         df = df.filter(pl.col("symbol").is_in(spec.universe.symbols))
+    if scores is not None:
+        df = (
+            df.select("date", "symbol", "vol_20")
+            .join(scores.select("date", "symbol", "score"), on=["date", "symbol"], how="left")
+            .with_columns(pl.col("score").cast(pl.Float64).fill_null(np.nan))
+        )
+        return rank_targets(df, spec)
+    if spec.is_model:
+        raise ValueError(f"strategy '{spec.id}' is a model strategy: pass its walk-forward scores")
     env = {
         name: df.get_column(name).cast(pl.Float64).fill_null(np.nan).to_numpy()
         for name in spec.score_expr.names
     }
     score = np.broadcast_to(np.asarray(spec.score_expr.evaluate(env), dtype=np.float64), (df.height,))
-    df = (
-        df.select("date", "symbol", "vol_20")
-        .with_columns(score=pl.Series(score))
-        .filter(pl.col("score").is_not_nan() & pl.col("score").is_finite())
-        .sort("date", "symbol")
-    )
+    return rank_targets(df.select("date", "symbol", "vol_20").with_columns(score=pl.Series(score)), spec)
+
+
+def rank_targets(scored: pl.DataFrame, spec: StrategySpec) -> pl.DataFrame:
+    """Targets from a frame of (date, symbol, vol_20, score) already restricted to the universe; rows whose
+    score is NaN or infinite are dropped."""
+    df = scored.filter(pl.col("score").is_not_nan() & pl.col("score").is_finite()).sort("date", "symbol")
     port = spec.portfolio
     n_long, n_short = port.long.top, port.short.top
     leg_gross = port.gross / 2 if (n_long and n_short) else port.gross
@@ -73,7 +93,12 @@ def strategy_targets(features: pl.DataFrame, spec: StrategySpec) -> pl.DataFrame
     )
 
 
-def all_targets(features: pl.DataFrame, specs: dict[str, StrategySpec]) -> pl.DataFrame:
-    """Targets of every strategy, concatenated."""
-    frames = [strategy_targets(features, spec) for spec in specs.values()]
+def all_targets(
+    features: pl.DataFrame,
+    specs: dict[str, StrategySpec],
+    scores: Mapping[str, pl.DataFrame] | None = None,
+) -> pl.DataFrame:
+    """Targets of every strategy, concatenated; `scores` gives the precomputed scores by strategy id."""
+    scores = scores or {}
+    frames = [strategy_targets(features, spec, scores.get(sid)) for sid, spec in specs.items()]
     return pl.concat(frames) if frames else pl.DataFrame()
