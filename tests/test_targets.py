@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from typing import Any
 
 import polars as pl
@@ -251,3 +252,35 @@ def test_all_targets_concatenates_strategies() -> None:
     assert out.height == 10
     top = out.filter(pl.col("side") == "long").select("strategy", "symbol").sort("strategy").rows()
     assert top == [("t", "A"), ("u", "E")]
+
+
+def test_quantile_legs_scale_with_the_scored_names() -> None:
+    out = by_symbol(strategy_targets(BASIC, spec(long={"quantile": 0.4}, short={"quantile": 0.2})))
+    assert [s for s in "ABCDE" if out[s]["side"] == "long"] == ["A", "B"]  # floor(5 x 0.4) = 2
+    assert [s for s in "ABCDE" if out[s]["side"] == "short"] == ["E"]  # floor(5 x 0.2) = 1
+    few = strategy_targets(BASIC.filter(pl.col("symbol").is_in(["A", "B"])), spec(long={"quantile": 0.1}))
+    assert by_symbol(few)["A"]["weight"] == 1.0  # floor(2 x 0.1) = 0: at least one name
+
+
+def test_net_exposure_splits_the_gross_between_legs() -> None:
+    out = strategy_targets(BASIC, spec(long={"top": 2}, short={"top": 2}, gross=1.0, net=0.5))
+    rows = by_symbol(out)
+    assert math.isclose(sum(rows[s]["weight"] for s in "AB"), 0.75)
+    assert math.isclose(sum(rows[s]["weight"] for s in "DE"), -0.25)
+    neutral = by_symbol(strategy_targets(BASIC, spec(long={"top": 2}, short={"top": 2}, gross=1.0)))
+    assert neutral["A"]["weight"] == 0.25 and neutral["E"]["weight"] == -0.25
+
+
+@pytest.mark.parametrize(
+    ("portfolio", "message"),
+    [
+        ({"long": {"top": 2, "quantile": 0.2}}, "either `top` or `quantile`"),
+        ({"long": {"quantile": 0.7}}, "less than or equal to 0.5"),
+        ({"long": {"top": 1}, "short": {"top": 1}, "net": 1.5}, "exceeds gross"),
+        ({"long": {"top": 1}, "net": 0.5}, "long-only book has net +gross"),
+        ({"long": {"top": 0}}, "at least one leg"),
+    ],
+)
+def test_bad_portfolios_are_refused(portfolio: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        spec(**portfolio)

@@ -271,7 +271,28 @@ Signal = RankSignal | ModelSignal
 
 
 class Leg(Strict):
+    """One side of the book: the `top` N names, or the top `quantile` of the names scored that date."""
+
     top: int = Field(default=0, ge=0, description="Number of names in this leg (0 disables it).")
+    quantile: float | None = Field(
+        default=None,
+        gt=0,
+        le=0.5,
+        description="Fraction of the scored names (at least one name); instead of top.",
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> Leg:
+        if self.quantile is not None and self.top:
+            raise ValueError("give either `top` or `quantile`, not both")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.top) or self.quantile is not None
+
+    def describe(self) -> str:
+        return f"top {self.quantile:.0%}" if self.quantile is not None else f"top {self.top}"
 
 
 class Portfolio(Strict):
@@ -279,19 +300,39 @@ class Portfolio(Strict):
     short: Leg = Leg(top=0)
     weighting: Literal["equal", "score", "inverse_vol"] = "equal"
     max_weight: float = Field(default=1.0, gt=0, le=1.0, description="Cap on |weight| per name.")
-    gross: float = Field(default=1.0, gt=0, le=4.0, description="Gross exposure; split evenly if both legs.")
+    gross: float = Field(default=1.0, gt=0, le=4.0, description="Gross exposure (sum of |weights|).")
+    net: float | None = Field(
+        default=None,
+        description="Net exposure (long - short) of a long/short book: the long leg gets (gross + net) / 2, "
+        "the short leg (gross - net) / 2; default 0 (dollar neutral). A one-sided book's net is +-gross.",
+    )
 
     @model_validator(mode="after")
     def _legs(self) -> Portfolio:
-        if self.long.top == 0 and self.short.top == 0:
-            raise ValueError("at least one of long.top and short.top must be >= 1")
+        if not self.long.enabled and not self.short.enabled:
+            raise ValueError("at least one leg is needed: long.top/quantile or short.top/quantile")
+        if self.net is not None:
+            if abs(self.net) > self.gross:
+                raise ValueError(f"net {self.net} exceeds gross {self.gross} in absolute value")
+            if self.side != "long_short" and abs(self.net) != self.gross:
+                raise ValueError(
+                    f"a {self.side}-only book has net {'+' if self.side == 'long' else '-'}gross"
+                )
         return self
 
     @property
     def side(self) -> Literal["long", "short", "long_short"]:
-        if self.long.top and self.short.top:
+        if self.long.enabled and self.short.enabled:
             return "long_short"
-        return "long" if self.long.top else "short"
+        return "long" if self.long.enabled else "short"
+
+    @property
+    def leg_gross(self) -> tuple[float, float]:
+        """(long, short) gross exposure of the legs."""
+        if self.side == "long_short":
+            net = self.net or 0.0
+            return (self.gross + net) / 2, (self.gross - net) / 2
+        return (self.gross, 0.0) if self.side == "long" else (0.0, self.gross)
 
 
 class Rebalance(Strict):

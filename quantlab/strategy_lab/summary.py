@@ -147,7 +147,7 @@ def strategy_summary(
             f"- **Tags**: {', '.join(spec.tags) or 'none'}",
             f"- **Universe**: {universe}",
             *_signal_lines(spec, feature_sets),
-            f"- **Constraints**: long top {port.long.top}, short top {port.short.top} ({port.side}), "
+            f"- **Constraints**: long {port.long.describe() if port.long.enabled else 'off'}, short {port.short.describe() if port.short.enabled else 'off'} ({port.side}), "
             f"weighting {port.weighting}, max weight {port.max_weight}, gross {port.gross}; "
             f"rebalance every {spec.rebalance.every} sessions",
             "",

@@ -3,9 +3,10 @@
 A rank strategy's score is its expression over the features; a model strategy's score is precomputed by the
 walk-forward models (`quantlab.strategy_lab.model.walk_forward`) and passed in. Either way, `rank_targets`
 turns scores into weights. For each date: score every universe symbol with a valid score (non-null, finite), rank, take the top
-`long.top` as the long leg and the bottom `short.top` (not already long) as the short leg. Raw leg weights
-are 1 (equal), |score| (score) or 1/vol_20 (inverse_vol), normalized so each leg sums to its gross
-(`portfolio.gross`, halved per leg when both legs are on), then capped at `max_weight` per name; what the
+`long.top` (or the top `long.quantile` of the scored names, at least one) as the long leg and the bottom
+`short.top` / `short.quantile` (not already long) as the short leg. Raw leg weights are 1 (equal), |score|
+(score) or 1/vol_20 (inverse_vol), normalized so each leg sums to its gross (`Portfolio.leg_gross`: the whole
+`gross` for a one-sided book, (gross +- net) / 2 per leg for a long/short one), then capped at `max_weight` per name; what the
 cap removes stays in cash (no re-normalization, so the cap is a hard limit). Symbols scored but not
 selected get weight 0 and side `flat`.
 """
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 import numpy as np
 import polars as pl
 
-from quantlab.strategy_lab.spec import StrategySpec
+from quantlab.strategy_lab.spec import Leg, StrategySpec
 
 
 def strategy_targets(
@@ -53,8 +54,8 @@ def rank_targets(scored: pl.DataFrame, spec: StrategySpec) -> pl.DataFrame:
     score is NaN or infinite are dropped."""
     df = scored.filter(pl.col("score").is_not_nan() & pl.col("score").is_finite()).sort("date", "symbol")
     port = spec.portfolio
-    n_long, n_short = port.long.top, port.short.top
-    leg_gross = port.gross / 2 if (n_long and n_short) else port.gross
+    n_long, n_short = _leg_size(port.long), _leg_size(port.short)
+    long_gross, short_gross = port.leg_gross
     # rank by score within each date; equal scores rank by symbol (ordinal ties follow the row order)
     df = df.with_columns(
         rank_desc=(-pl.col("score")).rank("ordinal").over("date").cast(pl.Int64) - 1,
@@ -77,7 +78,13 @@ def rank_targets(scored: pl.DataFrame, spec: StrategySpec) -> pl.DataFrame:
         weight=pl.when(pl.col("side") == "flat")
         .then(0.0)
         .otherwise(
-            (pl.col("raw") / pl.col("leg_sum") * leg_gross).fill_null(0.0).clip(upper_bound=port.max_weight)
+            (
+                pl.col("raw")
+                / pl.col("leg_sum")
+                * pl.when(pl.col("side") == "long").then(long_gross).otherwise(short_gross)
+            )
+            .fill_null(0.0)
+            .clip(upper_bound=port.max_weight)
         )
     )
     return df.select(
@@ -91,6 +98,13 @@ def rank_targets(scored: pl.DataFrame, spec: StrategySpec) -> pl.DataFrame:
         .alias("weight"),
         "side",
     )
+
+
+def _leg_size(leg: Leg) -> pl.Expr:
+    """Names in a leg on each date: `top`, or `quantile` of the names scored that date (at least one)."""
+    if leg.quantile is not None:
+        return (pl.col("count") * leg.quantile).floor().clip(lower_bound=1).cast(pl.Int64)
+    return pl.lit(leg.top, dtype=pl.Int64)
 
 
 def all_targets(

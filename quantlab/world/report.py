@@ -160,7 +160,7 @@ def model_card(spec: StrategySpec, data: str) -> str:
         "",
         "## Assumptions",
         "",
-        f"- portfolio: long top {port.long.top}, short top {port.short.top}, weighting `{port.weighting}`, "
+        f"- portfolio: long {port.long.describe() if port.long.enabled else 'off'}, short {port.short.describe() if port.short.enabled else 'off'}, weighting `{port.weighting}`, "
         f"max weight {port.max_weight}, gross {port.gross}; rebalance every {spec.rebalance.every} session(s)",
         f"- execution at the {ex.price} of the bar {ex.lag} session(s) after the decision"
         + (
