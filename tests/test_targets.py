@@ -12,7 +12,7 @@ import pytest
 
 from quantlab.features.library import FEATURE_NAMES
 from quantlab.schemas import TABLES
-from quantlab.strategy_lab.spec import StrategySpec
+from quantlab.strategy_lab.spec import StrategySpec, apply_params
 from quantlab.strategy_lab.targets import all_targets, strategy_targets
 
 D1, D2 = dt.date(2021, 3, 1), dt.date(2021, 3, 2)
@@ -284,3 +284,60 @@ def test_net_exposure_splits_the_gross_between_legs() -> None:
 def test_bad_portfolios_are_refused(portfolio: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         spec(**portfolio)
+
+
+def _tuned(params: dict[str, Any]) -> StrategySpec:
+    return StrategySpec.model_validate(
+        {"id": "t", "universe": {"all": True}, "signal": {"score": "mom_20"}, "tuning": {"params": params}}
+    )
+
+
+def test_tuning_space_parses_and_applies() -> None:
+    s = _tuned(
+        {
+            "portfolio.long.top": {"type": "int", "low": 1, "high": 3},
+            "portfolio.weighting": {"type": "choice", "choices": ["equal", "inverse_vol"]},
+            "rebalance.every": {"type": "int", "low": 1, "high": 21},
+        }
+    )
+    assert s.tuning is not None and s.tuning.n_trials == 100 and s.tuning.objective == "sharpe"
+    tuned = apply_params(
+        s, {"portfolio.long.top": 3, "portfolio.weighting": "inverse_vol", "rebalance.every": 5}
+    )
+    assert (tuned.portfolio.long.top, tuned.portfolio.weighting, tuned.rebalance.every) == (
+        3,
+        "inverse_vol",
+        5,
+    )
+    assert s.portfolio.long.top == 1  # the original is untouched
+    with pytest.raises(ValueError, match="no field 'topp'"):
+        apply_params(s, {"portfolio.long.topp": 2})
+    with pytest.raises(ValueError, match="rebalance.every"):
+        apply_params(s, {"rebalance.every": 0})
+
+
+@pytest.mark.parametrize(
+    ("param", "message"),
+    [
+        ({"type": "int", "low": 3, "high": 1}, "must be below high"),
+        ({"type": "float", "low": 0, "high": 1, "log": True}, "low > 0"),
+        ({"type": "choice", "choices": ["equal"]}, "at least 2"),
+        ({"type": "int", "low": 1}, "takes `low` and `high`"),
+    ],
+)
+def test_bad_tuning_params_are_refused(param: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _tuned({"portfolio.long.top": param})
+
+
+def test_tuning_bounds_must_give_valid_strategies(tmp_path: Any) -> None:
+    from quantlab.config import ConfigError
+    from quantlab.strategy_lab.spec import load_strategy
+
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "id: t\nuniverse: {all: true}\nsignal: {score: mom_20}\n"
+        "tuning:\n  params:\n    rebalance.every: {type: int, low: 1, high: 500}\n"
+    )
+    with pytest.raises(ConfigError, match="rebalance.every"):
+        load_strategy(path)

@@ -376,6 +376,74 @@ class Costs(Strict):
     slippage_bps: float = Field(default=5.0, ge=0, le=1000)
 
 
+class TuningParam(Strict):
+    """One dimension of the search space: `{type: int, low, high}`, `{type: float, low, high, log}` or
+    `{type: choice, choices: [...]}`."""
+
+    type: Literal["int", "float", "choice"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = Field(default=None, min_length=2)
+
+    @model_validator(mode="after")
+    def _shape(self) -> TuningParam:
+        if self.type == "choice":
+            if self.choices is None or self.low is not None or self.high is not None or self.log:
+                raise ValueError("a `choice` parameter takes `choices: [...]` (two or more) and nothing else")
+            return self
+        if self.choices is not None or self.low is None or self.high is None:
+            raise ValueError(f"an `{self.type}` parameter takes `low` and `high`")
+        if not self.low < self.high:
+            raise ValueError(f"low {self.low} must be below high {self.high}")
+        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError("an `int` parameter needs integer bounds")
+        if self.log and self.low <= 0:
+            raise ValueError("`log` needs low > 0")
+        return self
+
+    @property
+    def candidates(self) -> list[Any]:
+        """The values that must each give a valid strategy: the bounds, or every choice."""
+        if self.type == "choice":
+            return list(self.choices or [])
+        cast = int if self.type == "int" else float
+        return [cast(self.low), cast(self.high)]
+
+
+class Tuning(Strict):
+    """The search space of an Optuna study over this strategy (see issue 9's tuning job)."""
+
+    params: dict[str, TuningParam] = Field(min_length=1, description="Dotted path in this file -> range.")
+    objective: Literal["sharpe", "sortino", "calmar"] = "sharpe"
+    n_trials: int = Field(default=100, ge=1, le=100_000)
+    timeout_s: float | None = Field(default=None, gt=0)
+    sampler: Literal["tpe", "random"] = "tpe"
+    folds: int = Field(default=5, ge=2, le=20)
+    seed: int = 7
+
+
+def apply_params(spec: StrategySpec, values: Mapping[str, Any]) -> StrategySpec:
+    """A copy of `spec` with each dotted path set to its value, validated (ValueError names the path)."""
+    doc = spec.model_dump(exclude={"tuning"})
+    for path, value in values.items():
+        node = doc
+        *parents, leaf = path.split(".")
+        for key in parents:
+            if not isinstance(node.get(key), dict):
+                raise ValueError(f"tuning.params.{path}: '{key}' is not a section of the strategy")
+            node = node[key]
+        if leaf not in node and parents[-1:] != ["params"]:
+            raise ValueError(f"tuning.params.{path}: no field '{leaf}' there (fields: {sorted(node)})")
+        node[leaf] = value
+    try:
+        return StrategySpec.model_validate({**doc, "tuning": spec.tuning})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ValueError(f"tuning.params: {where}: {first['msg']}") from None
+
+
 class StrategySpec(Strict):
     id: str = Field(pattern=ID_PATTERN)
     version: int = Field(default=1, ge=1)
@@ -389,6 +457,7 @@ class StrategySpec(Strict):
     costs: Costs = Costs()
     cash: Cash = Cash()
     risk: RiskLimits = RiskLimits()
+    tuning: Tuning | None = None
 
     @field_validator("signal", mode="wrap")
     @classmethod
@@ -429,6 +498,10 @@ def resolve_feature_set(signal: ModelSignal, sets: Mapping[str, FeatureSet]) -> 
 
 
 def _check(spec: StrategySpec, sets: Mapping[str, FeatureSet] | None, path: Path) -> None:
+    if spec.tuning is not None:  # every bound / choice must give a valid strategy
+        for name, param in spec.tuning.params.items():
+            for value in param.candidates:
+                apply_params(spec, {name: value})
     if isinstance(spec.signal, ModelSignal):
         if isinstance(spec.signal.features, str) and spec.signal.features not in PRESETS:
             # the project's sets live next to strategies/ (Project.feature_sets: <root>/feature_sets)
