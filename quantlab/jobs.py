@@ -57,7 +57,7 @@ Runner = Callable[[Warehouse, MarketData, Project, dt.date, dt.date, Path], Stag
 CHAIN: list[tuple[str, Runner]] = [
     ("ohlcv", lambda w, m, p, a, b, r: run_ohlcv(w, m.source(), a, b, p.curator.quality, r)),
     ("anomaly_scores", lambda w, m, p, a, b, r: run_anomaly_scores(w, p.curator.anomaly, a, b)),
-    ("features", lambda w, m, p, a, b, r: run_features(w, a, b)),
+    ("features", lambda w, m, p, a, b, r: run_features(w, a, b, r)),
     ("labels", lambda w, m, p, a, b, r: run_labels(w, a, b)),
     ("targets", lambda w, m, p, a, b, r: run_targets(w, m, p, a, b, r)),
     ("strategy_returns", lambda w, m, p, a, b, r: run_strategy_returns(w, p, a, b, r)),

@@ -53,6 +53,7 @@ allocation: {{method: inverse_vol, max_weight: 0.7, vol_window: short}}
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("project")
     shutil.copytree(REPO / "strategies", root / "strategies")
+    shutil.copytree(REPO / "feature_sets", root / "feature_sets")
     shutil.copy(REPO / "supervisor.yaml", root / "supervisor.yaml")
     (root / "worlds").mkdir()
     (root / "worlds" / "alpha.yaml").write_text(TEST_WORLD.format(id="alpha", tag="equity"))

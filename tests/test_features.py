@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
+from quantlab.features import library
 from quantlab.features.labels import (
     LABEL_NAMES,
     LABELS,
@@ -26,6 +27,7 @@ from quantlab.features.library import (
     MAX_LOOKBACK,
     compute_features,
     feature_set_version,
+    prepare_panel,
 )
 
 SQRT252 = math.sqrt(252.0)
@@ -84,12 +86,14 @@ def make_ohlcv(
 
 @st.composite
 def frames(draw: st.DrawFn) -> pl.DataFrame:
+    """1-4 symbols, some listed late, over a little more than the longest lookback (so that every feature of
+    the library has values, late-listed symbols included for most)."""
     n_symbols = draw(st.integers(1, 4))
     starts = tuple(draw(st.sampled_from([0, 0, 5, 40, 90])) for _ in range(n_symbols))
     return make_ohlcv(
         seed=draw(st.integers(0, 2**31)),
         n_symbols=n_symbols,
-        n_days=draw(st.integers(130, 160)),
+        n_days=draw(st.integers(MAX_LOOKBACK + 10, MAX_LOOKBACK + 100)),
         starts=starts,
         flat=draw(st.booleans()),
     )
@@ -105,14 +109,10 @@ def perturb_after(df: pl.DataFrame, t: dt.date, seed: int, scale: float) -> pl.D
 
 
 # ----------------------------------------------------------------------------------------- no look-ahead
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(df=frames(), data=st.data())
-def test_no_lookahead_features_and_asof_labels(df: pl.DataFrame, data: st.DataObject) -> None:
-    dates = sorted(df.get_column("date").unique())
-    t = dates[data.draw(st.integers(0, len(dates) - 2), label="t index")]
-    scale = data.draw(st.sampled_from([0.3, 20.0]), label="perturbation scale")  # 20: factors up to ~1e26
-    changed = perturb_after(df, t, data.draw(st.integers(0, 2**31), label="seed"), scale)
-
+def assert_no_lookahead(df: pl.DataFrame, t: dt.date, seed: int, scale: float) -> pl.DataFrame:
+    """Every feature at or before t is bit-identical whatever the data after t (changed or absent), and so
+    is every label already known at t. Returns the features at or before t (to check coverage)."""
+    changed = perturb_after(df, t, seed, scale)
     full, pert = compute_features(df), compute_features(changed)
     upto = pl.col("date") <= t
     # every feature at or before t is bit-identical (nulls included) whatever happens after t
@@ -126,6 +126,29 @@ def test_no_lookahead_features_and_asof_labels(df: pl.DataFrame, data: st.DataOb
     assert_frame_equal(
         compute_labels(df).filter(known), compute_labels(changed).filter(known), check_exact=True
     )
+    return full.filter(upto)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(df=frames(), data=st.data())
+def test_no_lookahead_features_and_asof_labels(df: pl.DataFrame, data: st.DataObject) -> None:
+    dates = sorted(df.get_column("date").unique())
+    # t anywhere, or late enough that even the longest lookback has values at or before it
+    late = st.integers(min(MAX_LOOKBACK, len(dates) - 2), len(dates) - 2)
+    t = dates[data.draw(st.integers(0, len(dates) - 2) | late, label="t index")]
+    scale = data.draw(st.sampled_from([0.3, 20.0]), label="perturbation scale")  # 20: factors up to ~1e26
+    assert_no_lookahead(df, t, data.draw(st.integers(0, 2**31), label="seed"), scale)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_no_lookahead_covers_every_feature(seed: int) -> None:
+    """The property above, on data where every feature of the library has values before t: none is vacuous."""
+    df = make_ohlcv(seed=seed, n_symbols=4, n_days=MAX_LOOKBACK + 40, starts=(0, 0, 3, 8), flat=True)
+    dates = sorted(df.get_column("date").unique())
+    for t in (dates[MAX_LOOKBACK + 5], dates[-2]):
+        before = assert_no_lookahead(df, t, seed=seed + 10, scale=0.3)
+        empty = [n for n in FEATURE_NAMES if before.get_column(n).drop_nulls().len() == 0]
+        assert not empty, f"no value at or before {t}: {empty}"
 
 
 # ------------------------------------------------------------------------------------- window locality
@@ -154,7 +177,7 @@ def test_window_locality(df: pl.DataFrame, k: int) -> None:
 
 # ------------------------------------------------------------------------------------------- warm-up
 def test_warmup_first_value_is_lookback_th_row_with_late_listing() -> None:
-    df = make_ohlcv(seed=7, n_symbols=4, n_days=200, starts=(0, 0, 13, 57))
+    df = make_ohlcv(seed=7, n_symbols=4, n_days=MAX_LOOKBACK + 70, starts=(0, 0, 13, 57))
     out = _row_in_symbol(compute_features(df))
     assert out.height == df.height
     for name, d in FEATURES.items():
@@ -171,7 +194,8 @@ def test_warmup_first_value_is_lookback_th_row_with_late_listing() -> None:
 
 def test_registry() -> None:
     assert tuple(FEATURES) == FEATURE_NAMES
-    assert MAX_LOOKBACK == max(d.lookback for d in FEATURES.values()) == 121
+    assert len(FEATURES) >= 22
+    assert MAX_LOOKBACK == max(d.lookback for d in FEATURES.values()) == 253
     expected = {
         "ret_1": 2,
         "ret_5": 6,
@@ -191,11 +215,21 @@ def test_registry() -> None:
         "xs_rank_mom_20": 21,
         "xs_z_mom_20": 21,
         "beta_60": 61,
+        "mom_252": 253,
+        "mom_12_1": 253,
+        "ma_gap_200": 200,
+        "vol_ratio_20_60": 61,
+        "xs_rank_mom_60": 61,
+        "xs_z_vol_20": 21,
     }
     assert {n: FEATURES[n].lookback for n in expected} == expected
+    assert FEATURE_NAMES[:18] == tuple(expected)[:18]  # the original order is kept (table layout)
     assert all(d.name == n and d.description for n, d in FEATURES.items())
-    assert FEATURES["xs_rank_mom_20"].kind == FEATURES["xs_z_mom_20"].kind == "cross_sectional"
-    assert FEATURES["mom_20"].kind == "time_series"
+    xs = {"xs_rank_mom_20", "xs_z_mom_20", "beta_60", "xs_rank_mom_60", "xs_z_vol_20"}
+    assert {n for n, d in FEATURES.items() if d.kind == "cross_sectional"} == xs
+    # a feature computed from other features needs at least their lookbacks
+    for impl in library._IMPLS:
+        assert all(impl.defn.lookback >= FEATURES[d].lookback for d in impl.needs), impl.defn.name
 
 
 # --------------------------------------------------------------------------------------- hand-checked
@@ -304,6 +338,88 @@ def test_cross_sectional_and_beta_hand_checked() -> None:
         assert b == pytest.approx(cov[0, 1] / cov[1, 1], rel=1e-8), s
 
 
+def test_long_horizon_and_derived_features_hand_checked() -> None:
+    rng = np.random.default_rng(21)
+    n = 300
+    closes = {s: 100 * np.cumprod(1 + rng.normal(0.0003, 0.02 * (i + 1), n)) for i, s in enumerate("ABCD")}
+    out = compute_features(_frame({s: list(c) for s, c in closes.items()}))
+    dates = weekdays(n)
+
+    def at(i: int) -> pl.DataFrame:
+        return out.filter(pl.col("date") == dates[i]).sort("symbol")
+
+    c = closes["A"]
+    a = out.filter(pl.col("symbol") == "A")
+    assert a.get_column("mom_252")[251] is None and a.get_column("mom_12_1")[251] is None
+    assert a.get_column("mom_252")[252] == pytest.approx(c[252] / c[0] - 1, rel=1e-12)
+    assert a.get_column("mom_252")[290] == pytest.approx(c[290] / c[38] - 1, rel=1e-12)
+    assert a.get_column("mom_12_1")[252] == pytest.approx(c[231] / c[0] - 1, rel=1e-12)
+    assert a.get_column("mom_12_1")[290] == pytest.approx(c[269] / c[38] - 1, rel=1e-12)
+    assert a.get_column("ma_gap_200")[198] is None
+    assert a.get_column("ma_gap_200")[199] == pytest.approx(c[199] / c[:200].mean() - 1, rel=1e-9)
+    assert a.get_column("ma_gap_200")[250] == pytest.approx(c[250] / c[51:251].mean() - 1, rel=1e-9)
+    r = c[1:] / c[:-1] - 1  # r[i - 1] is the return at row i
+    assert a.get_column("vol_ratio_20_60")[59] is None
+    want = np.std(r[80:100], ddof=1) / np.std(r[40:100], ddof=1)  # windows ending at row 100
+    assert a.get_column("vol_ratio_20_60")[100] == pytest.approx(want, rel=1e-9)
+
+    day = at(280)
+    mom60 = day.get_column("mom_60").to_numpy()
+    assert day.get_column("xs_rank_mom_60").to_list() == pytest.approx(np.argsort(np.argsort(mom60)) / 3.0)
+    vol = day.get_column("vol_20").to_numpy()
+    assert day.get_column("xs_z_vol_20").to_numpy() == pytest.approx((vol - vol.mean()) / vol.std(ddof=1))
+    assert (
+        at(59).get_column("xs_rank_mom_60").null_count() == 4
+        and at(60).get_column("xs_rank_mom_60").null_count() == 0
+    )
+
+
+def test_vol_ratio_null_on_flat_window() -> None:
+    flat = [50.0] * 70
+    out = compute_features(_frame({"F": flat}), ["vol_20", "vol_ratio_20_60"])
+    assert out.get_column("vol_20").drop_nulls().to_list() == [0.0] * 50
+    assert out.get_column("vol_ratio_20_60").null_count() == 70  # 0 / 0: null, never NaN
+
+
+def test_windows_are_per_symbol() -> None:
+    """The per-symbol windows, computed in one group_by over the symbol code, equal `.over(symbol)` exactly
+    (same kernels on the same slices), nulls and late listings included."""
+    df = make_ohlcv(seed=13, n_symbols=5, n_days=260, starts=(0, 0, 40, 90, 5), flat=True)
+    df = df.with_columns(
+        pl.when(pl.col("close") > pl.col("open") * 1.015).then(None).otherwise(pl.col("close")).alias("close")
+    )
+    frame = prepare_panel(df).frame
+    for stage in range(library._WINDOWS):
+        frame = frame.with_columns(e().alias(h) for h, (st, e, _) in library._HELPERS.items() if st == stage)
+    windows = [h for h, (st, _, _) in library._HELPERS.items() if st == library._WINDOWS]
+    grouped = frame.group_by("_sid", maintain_order=True).agg(
+        library._HELPERS[h][1]().alias(h) for h in windows
+    )
+    over = frame.select(library._HELPERS[h][1]().over("_sid").alias(h) for h in windows)
+    assert over.get_column("_sd20").null_count() < over.height  # not vacuous
+    assert_frame_equal(grouped.explode(windows).select(windows), over, check_exact=True)
+
+
+def test_shared_panel() -> None:
+    """One prepared panel serves features and labels, with the same results as the frame itself."""
+    df = make_ohlcv(seed=17, n_symbols=3, n_days=80, starts=(0, 11, 0))
+    panel = prepare_panel(df)
+    assert_frame_equal(compute_features(panel), compute_features(df), check_exact=True)
+    assert_frame_equal(
+        compute_features(panel, ["rsi_14"]), compute_features(df, ["rsi_14"]), check_exact=True
+    )
+    assert_frame_equal(compute_labels(panel), compute_labels(df), check_exact=True)
+    assert_frame_equal(
+        compute_labels(panel, ["fwd_dir_5"]), compute_labels(df, ["fwd_dir_5"]), check_exact=True
+    )
+    closes = prepare_panel(df, ("close",))
+    assert_frame_equal(compute_labels(closes), compute_labels(df), check_exact=True)
+    with pytest.raises(ValueError, match="panel lacks"):
+        compute_features(closes)
+    empty = prepare_panel(df.clear())
+    assert compute_features(empty).height == 0 and compute_labels(empty).schema == pl.Schema(LONG_SCHEMA)
+
+
 def test_two_symbols_rank_ends_and_single_symbol_nulls() -> None:
     df = make_ohlcv(seed=5, n_symbols=2, n_days=40)
     ranks = compute_features(df).get_column("xs_rank_mom_20").drop_nulls()
@@ -315,7 +431,7 @@ def test_two_symbols_rank_ends_and_single_symbol_nulls() -> None:
 
 def test_scale_invariance() -> None:
     """Re-adjusting a symbol's whole history by a constant (a later split) leaves every feature unchanged."""
-    df = make_ohlcv(seed=9, n_symbols=3, n_days=140)
+    df = make_ohlcv(seed=9, n_symbols=3, n_days=MAX_LOOKBACK + 20)
     s0 = pl.col("symbol") == "S0"
     scaled = df.with_columns(
         *[pl.when(s0).then(pl.col(c) * 0.137).otherwise(pl.col(c)) for c in ("open", "high", "low", "close")]
@@ -407,6 +523,7 @@ def test_late_listed_and_delisted_labels() -> None:
     assert late.get_column("date").min() == weekdays(40)[30] and late.height == 2 * (10 - 5)
     assert lab.get_column("value").null_count() == 0 and lab.get_column("value").is_nan().sum() == 0
     assert compute_labels(df, []).schema == pl.Schema(LONG_SCHEMA)
+    assert compute_labels(df.clear()).schema == pl.Schema(LONG_SCHEMA)
     with pytest.raises(ValueError, match="unknown"):
         compute_labels(df, ["ret_1"])
     assert MAX_HORIZON == 20
