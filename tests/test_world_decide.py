@@ -842,3 +842,390 @@ def test_snapshot_document_round_trips_exactly() -> None:
     again = snapshot_from_doc(w, doc)
     assert snapshot_doc(again) == snapshot_doc(snap)
     assert decide(again) == decide(snap)
+
+
+# --- the ranged evaluation equals `decide` day by day --------------------------------------------------------
+#
+# `evaluate_world` does not call `decide`: it vectorizes across dates what does not depend on the states and
+# runs the sequential rest on arrays. These tests chain `decide` day by day on the snapshots it stored and
+# require every row to be bit-identical (reason texts and details included), and check the stored inputs
+# against independent reference computations (the metric panel, `metrics.sharpe_ratio` of the paper track,
+# pairwise Pearson correlations).
+
+RICH_IDS = [f"s{i}" for i in range(9)]
+RICH_SIDES = ["long", "long", "long_short", "short", "long", "long_short", "long", "short", "long"]
+
+
+def _rich_world(policy: str, variant: str = "vectorized") -> WorldSpec:
+    """Gate trees with and/or/not and a paper-track comparison, quotas by side, a correlation limit,
+    hysteresis with a dwell. The `per_day` variant adds what is evaluated day by day: a log comparison, a
+    score reading the paper track, a `full` correlation window, no live profile (backtest's gates)."""
+    stages: dict[str, Any] = {
+        "backtest": {
+            "gates": {
+                "and": ["sharpe_mid >= 0.2", {"or": ["max_dd_long <= 0.15", {"not": "calmar_mid < 0.5"}]}]
+            }
+        },
+        "paper": {"min_days": "5d", "gates": {"and": ["sharpe_paper >= -0.5", "max_dd_short <= 0.2"]}},
+        "live": {"gates": ["sharpe_long >= 0", "max_dd_long <= 0.3"]},
+    }
+    score, window = "sharpe_mid - 0.5 * max_dd_mid", "short"
+    if variant == "per_day":
+        stages["paper"]["gates"] = {"and": ["sharpe_paper >= -0.5", "log(1 + max_dd_short) <= 0.18"]}
+        del stages["live"]
+        score, window = "sharpe_mid + where(sharpe_paper > 0, 0.1, 0) - paper_days / 1000", "full"
+    return WorldSpec.model_validate(
+        {
+            "id": "rich",
+            "owners": ["me"],
+            "strategies": {"ids": RICH_IDS},
+            "windows": {"short": "20d", "mid": "60d", "long": "126d"},
+            "data_currency": {"max_lag": "3d", "min_history": "60d"},
+            "stages": stages,
+            "selection": {
+                "score": score,
+                "topk": {"total": 3, "by_side": {"long": 2, "short": 1, "long_short": 1}},
+                "correlation": {"max_pairwise": 0.8, "window": window},
+                "hysteresis": {"promote_after": 2, "demote_after": 2, "min_dwell": "3d"},
+            },
+            "on_missing_metric": policy,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def rich_history() -> dict[str, Any]:
+    """Nine strategies, 160 decided sessions after 300 of history: regimes (promotions and demotions), a
+    near-duplicate pair (correlation conflicts), a late inception (short history, NaN in the windows), a
+    flat stretch (no dispersion), KPI cells and rows missing, bar gaps (stale days) and overrides."""
+    rng = np.random.default_rng(11)
+    hist = sessions(dt.date(2021, 1, 1), dt.date(2023, 12, 29))[-460:]
+    days = hist[-160:]
+    n_t, n = len(hist), len(RICH_IDS)
+    t = np.arange(n_t)[:, None]
+    alpha = 0.0012 * np.sin(2 * np.pi * t / rng.uniform(40, 120, n) + rng.uniform(0, 6.3, n))
+    net = (
+        alpha + rng.normal(0, 0.007, (n_t, 2)) @ rng.normal(0, 0.8, (n, 2)).T + rng.normal(0, 0.006, (n_t, n))
+    )
+    net[:, 1] = 0.97 * net[:, 0] + 0.03 * net[:, 1]
+    net[n_t - 90 : n_t - 50, 7] = 0.0
+    net[n_t - 24 :, 5] = 0.0  # no dispersion in the short correlation window at the end
+    start = np.zeros(n, dtype=int)
+    start[8] = n_t - 130  # enters during the decided range
+    rows = [
+        {"date": hist[k], "strategy": sid, "net": float(net[k, j]), "turnover": 0.1}
+        for j, sid in enumerate(RICH_IDS)
+        for k in range(start[j], n_t)
+    ]
+    returns = pl.DataFrame(rows)
+    kpis = asof_kpis(returns, days[0], days[-1])
+    # missing metrics: single cells, and whole (date, strategy) rows
+    mask = pl.Series(rng.random(kpis.height) < 0.04)
+    kpis = kpis.with_columns(
+        [pl.when(mask).then(None).otherwise(pl.col(c)).alias(c) for c in ("sharpe", "max_dd", "calmar")]
+    )
+    kpis = kpis.filter(~((pl.col("strategy") == "s5") & pl.col("date").is_in(days[30:34])))
+    bars = [d for k, d in enumerate(hist) if not (n_t - 120 <= k < n_t - 115 or n_t - 60 <= k < n_t - 58)]
+    overrides = pl.DataFrame(
+        {
+            "override_id": [f"o{k}" for k in range(6)],
+            "world": "rich",
+            "strategy": ["s2", "s3", "s4", "s3", "ghost", "s6"],
+            "action": [
+                "freeze",
+                "force_active",
+                "force_inactive",
+                "force_inactive",
+                "freeze",
+                "force_active",
+            ],
+            "reason": ["hold", "desk view", "vendor outage", "risk limit", "not a member", 'quote "x"'],
+            "actor": ["alice", "bob", "carol", "dan", "eve", "frank"],
+            "created_at": [dt.datetime(2023, 1, 1, k) for k in range(6)],
+            "effective_from": [days[20], days[50], days[70], days[55], days[10], days[120]],
+            "until": [days[30], days[60], None, days[57], None, days[121]],
+        },
+        schema_overrides={"until": pl.Date},
+    )
+    previous = tuple(
+        {
+            "s5": State("paper", hist[-163], 1, 0),
+            "s6": State("live", hist[-200], 4, 0),
+            "s0": State("inactive", hist[-170], 0, 2),
+            "s7": State("paper", None, 0, 0),  # active without a stage_since: no paper track
+        }.get(sid, State())
+        for sid in RICH_IDS
+    )
+    return {
+        "returns": returns,
+        "kpis": kpis,
+        "days": days,
+        "bars": bars,
+        "overrides": overrides,
+        "previous": previous,
+    }
+
+
+def _reference_corr(window: np.ndarray) -> np.ndarray:
+    """Pairwise Pearson correlation of columns over rows where both are present (NaN if < 3 rows or no
+    dispersion: all values equal): the reference the correlations are checked against."""
+    s = window.shape[1]
+    out = np.full((s, s), np.nan)
+    for i in range(s):
+        for j in range(i + 1, s):
+            ok = ~np.isnan(window[:, i]) & ~np.isnan(window[:, j])
+            if ok.sum() >= 3:
+                a, b = window[ok, i], window[ok, j]
+                if np.ptp(a) > 0 and np.ptp(b) > 0:
+                    out[i, j] = out[j, i] = float(np.corrcoef(a, b)[0, 1])
+    return out
+
+
+def _same_plan(a: Plan, b: Plan) -> bool:
+    scores = np.array_equal(np.array(a.scores), np.array(b.scores), equal_nan=True)
+    return scores and (a.date, a.states, a.selected, a.reason_codes, a.evaluate_only, a.rules) == (
+        b.date,
+        b.states,
+        b.selected,
+        b.reason_codes,
+        b.evaluate_only,
+        b.rules,
+    )
+
+
+def _evaluate_rich(h: dict[str, Any], w: WorldSpec, lo: int = 0, hi: int | None = None, previous: Any = None):
+    days = h["days"][lo:hi]
+    return evaluate_world(
+        w,
+        RICH_IDS,
+        RICH_SIDES,
+        h["kpis"],
+        h["returns"],
+        h["bars"],
+        h["previous"] if previous is None else previous,
+        days[0],
+        days[-1],
+        overrides=h["overrides"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("policy", "variant"),
+    [("fail", "vectorized"), ("warn", "vectorized"), ("ignore", "vectorized"), ("warn", "per_day")],
+)
+def test_ranged_evaluation_equals_decide_day_by_day(
+    rich_history: dict[str, Any], policy: str, variant: str
+) -> None:
+    import hashlib
+
+    from quantlab import metrics
+    from quantlab.backtest.kpis import KPI_WINDOWS, returns_matrix
+    from quantlab.world.evaluate import _dumps, data_lags, metric_panel
+
+    h = rich_history
+    w = _rich_world(policy, variant)
+    days = h["days"]
+    ev = _evaluate_rich(h, w)
+    dec, rules, snaps, hist = ev.decisions, ev.rules, ev.snapshots, ev.stage_history
+    for name, frame in (
+        ("world_decisions", dec),
+        ("rule_results", rules),
+        ("world_snapshots", snaps),
+        ("stage_history", hist),
+    ):
+        TABLES[name].schema.validate(frame)
+    assert len(ev.plans) == len(days) == snaps.height
+
+    # references for the stored inputs
+    panel = metric_panel(w, h["kpis"], RICH_IDS)
+    ret_dates, ret_ids, net = returns_matrix(h["returns"], "net")
+    assert ret_ids == RICH_IDS
+    ret_pos = np.array(ret_dates, dtype="datetime64[D]")
+    corr_len = KPI_WINDOWS[w.kpi_window(w.selection.correlation.window)]
+    lags = data_lags(h["bars"], days)
+    forced = overrides_by_day(h["overrides"], days)
+
+    by_day = {
+        name: frame.partition_by("date", as_dict=True, include_key=False)
+        for name, frame in (("dec", dec.drop("world")), ("rules", rules.drop("world")))
+    }
+    panel_at = {(r["date"], r["strategy"]): r for r in panel.iter_rows(named=True)}
+    state, moves = h["previous"], []
+    for k, day in enumerate(days):
+        day_dec = by_day["dec"][(day,)]
+        input_hash, text = snaps.row(k)[2:]
+        assert snaps.row(k)[1] == day and hashlib.sha256(text.encode()).hexdigest()[:16] == input_hash
+        snap = snapshot_from_doc(w, json.loads(text))
+        assert _dumps(snapshot_doc(snap)) == text  # the document is the canonical JSON of the snapshot
+        assert snap.previous == state  # chained through `decide`'s own states
+        plan = decide(snap)
+        assert _same_plan(plan, ev.plans[k]), day
+
+        # rows, exactly as the per-day reference writes them
+        expected_rules = [
+            (
+                r.strategy,
+                r.rule,
+                r.family,
+                r.stage,
+                r.status,
+                w.rule(r.family).severity,
+                w.rule(r.family).owner,
+                r.reason_code,
+                r.reason,
+                json.dumps(r.details, sort_keys=True),
+            )
+            for r in plan.rules
+        ]
+        got = by_day["rules"][(day,)].rows()
+        assert got == expected_rules, day
+        expected_dec = [
+            (
+                sid,
+                w.policy_version,
+                w.ruleset_hash,
+                input_hash,
+                st.stage,
+                st.stage_since,
+                st.pass_streak,
+                st.fail_streak,
+                plan.selected[i],
+                None if math.isnan(plan.scores[i]) else plan.scores[i],
+                plan.reason_codes[i],
+                plan.evaluate_only,
+            )
+            for i, (sid, st) in enumerate(zip(RICH_IDS, plan.states, strict=True))
+        ]
+        assert day_dec.rows() == expected_dec, day
+        moves += [
+            (day, sid, a.stage, b.stage, plan.reason_codes[i])
+            for i, (sid, a, b) in enumerate(zip(RICH_IDS, state, plan.states, strict=True))
+            if a.stage != b.stage
+        ]
+
+        # the stored inputs against independent computations
+        assert snap.data_lag == lags[day] and snap.overrides == forced[day]
+        for name, values in snap.metrics.items():
+            if name in ("paper_days", "sharpe_paper"):
+                continue
+            ref = np.array(
+                [lags[day] if name == "data_lag" else panel_at.get((day, s), {}).get(name) for s in RICH_IDS],
+                dtype=np.float64,
+            )
+            assert np.array_equal(values, ref, equal_nan=True), (day, name)
+        upto = int(np.searchsorted(ret_pos, np.datetime64(day, "D"), side="right"))
+        for i, s in enumerate(state):
+            if s.stage in ("paper", "live") and s.stage_since is not None:
+                since = int(np.searchsorted(ret_pos, np.datetime64(s.stage_since, "D"), side="right"))
+                assert snap.metrics["paper_days"][i] == sessions_between(s.stage_since, day)
+                sharpe = metrics.sharpe_ratio(net[since:upto, i])
+                np.testing.assert_allclose(snap.metrics["sharpe_paper"][i], sharpe, rtol=1e-9, atol=1e-12)
+            else:
+                assert np.isnan(snap.metrics["paper_days"][i]) and np.isnan(snap.metrics["sharpe_paper"][i])
+        reference = _reference_corr(net[max(0, upto - (corr_len or upto)) : upto])
+        candidates = sorted(RICH_IDS.index(r.strategy) for r in plan.rules if r.rule == "correlation")
+        held = ~np.isnan(np.diag(snap.correlation))
+        assert list(np.flatnonzero(held)) == (candidates if len(candidates) >= 2 else [])
+        block = np.ix_(candidates, candidates)
+        off = ~np.eye(len(candidates), dtype=bool)
+        np.testing.assert_allclose(snap.correlation[block][off], reference[block][off], rtol=1e-9, atol=1e-12)
+        # the whole reference matrix (every strategy) decides the same: selection reads only these entries
+        full = snapshot_from_doc(w, json.loads(text))
+        object.__setattr__(full, "correlation", reference)
+        assert _same_plan(decide(full), plan), day
+        state = plan.states
+
+    assert hist.select("date", "strategy", "from_stage", "to_stage", "reason_code").rows() == moves
+
+    # the scenario is rich: every branch of the policy fires
+    codes = set(dec.get_column("reason_code"))
+    assert {"correlated", "side_quota_full", "not_in_topk", "selected", "insufficient_history"} <= codes
+    assert {"stage_pending", "evaluate_only", "promoted_to_paper", "promoted_to_live"} <= codes
+    assert {"override_freeze", "override_force_active", "override_force_inactive"} <= codes
+    assert codes & {"demoted_to_backtest", "demoted_to_inactive"}
+    gate_rows = rules.filter(pl.col("family") == "gates")
+    assert "missing_metric" in set(gate_rows.get_column("reason_code")) or policy == "ignore"
+    assert {"pass", "fail", "skip"} <= set(gate_rows.get_column("status"))
+    if policy == "warn":
+        assert "warn" in set(gate_rows.get_column("status"))
+    assert rules.filter(pl.col("reason_code") == "correlated").height > 0
+    assert rules.filter(pl.col("rule") == "override").height > 0
+
+
+@pytest.mark.parametrize("cuts", [[1, 80], [37, 38, 121]], ids=lambda c: "cuts" + "-".join(map(str, c)))
+def test_rich_ranged_evaluation_equals_chunked(rich_history: dict[str, Any], cuts: list[int]) -> None:
+    """Chunks chained through `previous_states` give the very same rows, snapshots and hashes."""
+    w = _rich_world("warn", "per_day")
+    whole = _evaluate_rich(rich_history, w)
+    parts, prev = [], None
+    for lo, hi in zip([0, *cuts], [*cuts, len(rich_history["days"])], strict=True):
+        part = _evaluate_rich(rich_history, w, lo, hi, prev)
+        parts.append(part)
+        prev = previous_states(
+            part.decisions.filter(pl.col("date") == part.decisions["date"].max()), RICH_IDS
+        )
+    for k in (0, 1, 3, 4):  # decisions, rules, snapshots, stage history
+        assert whole[k].equals(pl.concat([p[k] for p in parts])), k
+
+
+def test_snapshot_document_keeps_any_correlation_matrix_and_reads_the_earlier_format() -> None:
+    """A non-symmetric block or a NaN diagonal is stored whole; a document of the earlier format (every
+    metric and the matrix as JSON lists) is still read, and re-decides the same."""
+    w = world(selection={"correlation": {"max_pairwise": 0.5, "window": "short"}})
+    strats = [S("a", metrics={"sharpe_mid": 3}), S("b", metrics={"sharpe_mid": 2}), S("c")]
+    snap = snapshot(w, strats, corr={("a", "b"): 0.3})
+    odd = snap.correlation.copy()
+    odd[0, 1], odd[2, 2] = 0.7, np.nan  # a read 0.7, b reads 0.3; c knows nothing
+    for matrix in (snap.correlation, odd):
+        from dataclasses import replace
+
+        one = replace(snap, correlation=matrix)
+        doc = json.loads(json.dumps(snapshot_doc(one)))
+        again = snapshot_from_doc(w, doc)
+        assert np.array_equal(again.correlation, matrix, equal_nan=True)
+        assert snapshot_doc(again) == doc
+        assert decide(again) == decide(one)
+    legacy = {
+        "date": D.isoformat(),
+        "strategies": ["a", "b", "c"],
+        "sides": ["long", "long", "long"],
+        "metrics": {k: [None if x != x else x for x in v.tolist()] for k, v in snap.metrics.items()},
+        "data_lag": 0,
+        "correlation": [[None if x != x else x for x in row] for row in odd.tolist()],
+        "previous": [["backtest", None, 0, 0]] * 3,
+        "overrides": {"b": ["freeze", "alice", "hold", "o1", None]},
+    }
+    old = snapshot_from_doc(w, legacy)
+    assert np.array_equal(old.correlation, odd, equal_nan=True)
+    assert old.overrides["b"] == Override("freeze", "alice", "hold", "o1", None)
+    plan = decide(old)
+    assert plan == decide(snapshot_from_doc(w, json.loads(json.dumps(snapshot_doc(old)))))
+    assert plan.reason_codes == ("selected", "override_freeze", "not_in_topk")  # b reads 0.3 <= 0.5
+
+
+def test_correlation_block_matches_the_pairwise_reference() -> None:
+    """The correlations among the candidates: Pearson over the dates where both are present, NaN with fewer
+    than 3 such dates or no dispersion, clipped to [-1, 1], exactly symmetric."""
+    from quantlab.world.evaluate import _corr_block
+
+    rng = np.random.default_rng(5)
+    w = rng.normal(0.0, 0.01, (40, 6))
+    w[:, 1] = w[:, 0]  # identical: 1, not a hair above
+    w[:, 2] = 0.003  # no dispersion
+    cases = {"complete": w}
+    gappy = w.copy()
+    gappy[:30, 3] = np.nan  # a late start
+    gappy[5:9, 4] = np.nan  # a hole
+    gappy[:38, 5] = np.nan  # 2 dates only
+    cases["gappy"] = gappy
+    cases["short"] = w[:2]
+    for name, window in cases.items():
+        with np.errstate(all="ignore"):
+            got = _corr_block(np.ascontiguousarray(window.T))
+        ref = _reference_corr(window)
+        off = ~np.eye(window.shape[1], dtype=bool)
+        np.testing.assert_allclose(got[off], ref[off], rtol=1e-12, atol=1e-14, err_msg=name)
+        assert np.array_equal(got, got.T, equal_nan=True) and not (np.abs(got) > 1.0).any(), name
+    with np.errstate(all="ignore"):
+        same = _corr_block(np.ascontiguousarray(w.T))[0, 1]
+    assert 1.0 - 1e-12 < same <= 1.0

@@ -39,6 +39,15 @@ from quantlab.world.spec import WorldSpec, days
 ACTIVE = ("paper", "live")
 
 
+def metric_inputs(world: WorldSpec) -> frozenset[str]:
+    """The metric names `decide` reads for `world`: every stage's gate names, the score's names, and
+    `sample_days` and `paper_days` (sample sufficiency and stage warm-up). A snapshot needs no others."""
+    names = {"sample_days", "paper_days", *world.score_expr.names}
+    for gate in world.gates.values():
+        names |= gate.names
+    return frozenset(names)
+
+
 @dataclass(frozen=True)
 class State:
     """A strategy's lifecycle state after a decision."""
