@@ -1229,3 +1229,35 @@ def test_correlation_block_matches_the_pairwise_reference() -> None:
     with np.errstate(all="ignore"):
         same = _corr_block(np.ascontiguousarray(w.T))[0, 1]
     assert 1.0 - 1e-12 < same <= 1.0
+
+
+def test_members_in_any_order_are_decided_like_decide(rich_history: dict[str, Any]) -> None:
+    """Score ties (missing scores rank last, tied) go by strategy id whatever the members' order; no
+    correlation limit nor quota also works."""
+    h = rich_history
+    spec = _rich_world("warn").model_dump(mode="json")
+    ids, sides = RICH_IDS[::-1], RICH_SIDES[::-1]
+    plain = {**spec, "selection": {**spec["selection"], "correlation": None, "topk": {"total": 2}}}
+    for doc in ({**spec, "strategies": {"ids": ids}}, {**plain, "strategies": {"ids": ids}}):
+        w = WorldSpec.model_validate(doc)
+        days = h["days"]
+        previous = tuple(State() for _ in ids)
+        ev = evaluate_world(
+            w,
+            ids,
+            sides,
+            h["kpis"],
+            h["returns"],
+            h["bars"],
+            previous,
+            days[0],
+            days[-1],
+            overrides=h["overrides"],
+        )
+        state = previous
+        for k, text in enumerate(ev.snapshots.get_column("snapshot")):
+            snap = snapshot_from_doc(w, json.loads(text))
+            assert snap.previous == state
+            plan = decide(snap)
+            assert _same_plan(plan, ev.plans[k]), days[k]
+            state = plan.states

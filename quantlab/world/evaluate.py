@@ -173,6 +173,7 @@ _INEXACT = re.compile(r"\b(?:exp|log)\(|\^")
 _EPOCH = dt.date(1970, 1, 1).toordinal()
 _NO_DAY = -(2**31)  # a stage_since of none in a snapshot
 _SQRT_PPY = math.sqrt(metrics.PERIODS_PER_YEAR)
+_any = np.logical_or.reduce  # `ndarray.any` without its Python wrapper (the daily loop counts calls)
 
 
 # ----------------------------------------------------------------------------------------- public helpers
@@ -477,7 +478,7 @@ def _corr_block(x: np.ndarray) -> np.ndarray:
         d = np.sqrt(c.diagonal())
         r = c / np.multiply.outer(d, d)
         flat = np.maximum.reduce(x, axis=1) == np.minimum.reduce(x, axis=1)
-        bad = flat if flat.any() else None
+        bad = flat if _any(flat) else None
     else:
         valid = ~np.isnan(x)
         m = valid.astype(np.float64)
@@ -609,11 +610,12 @@ class _StageGate:
             return
         off_track = (self.code + sum(2 * 3**k for k, _ in self.track)).ravel()  # paper-track metrics missing
         n_s = shape[1]
-        # outcome id by code, when the codes are few; the first (date, strategy) with each code
+        # outcome id by code, when the codes are few; a (date, strategy) with each code (any: the outcome
+        # depends on the code only)
         self.lookup = np.full(3 ** len(leaves), -1, dtype=np.int32) if 3 ** len(leaves) <= 6561 else None
         if self.lookup is not None:
             where = np.full(len(self.lookup), -1, dtype=np.int64)
-            where[off_track[::-1]] = np.arange(len(off_track))[::-1]
+            where[off_track] = np.arange(len(off_track))
             keys = np.flatnonzero(where >= 0)
             first = where[keys]
         else:
@@ -742,7 +744,7 @@ class _Tracks:
         r1 = max(r0, self.upto_l[tb - 1])  # (a stage_since after the dates: no returns yet)
         x = self.net[i, r0:r1]
         valid = x == x
-        gaps = not valid.all()
+        gaps = not np.logical_and.reduce(valid)
         first = self.first[i]
         if first != first and r1 > r0 and not (gaps and not valid.any()):
             first = self.first[i] = x[valid.argmax()]
@@ -961,7 +963,14 @@ def _run(
     tracks.extend(0)
     everyone = np.arange(n_s)
     # strategies by score (descending; ties: strategy id) per date
-    ranked = np.lexsort((np.broadcast_to(id_rank, rank.shape), -rank), axis=1) if run.score_static else None
+    ranked = None
+    if run.score_static:  # members in id order: a stable sort keeps ties by id
+        by_id = members == sorted(members)
+        ranked = (
+            np.argsort(-rank, axis=1, kind="stable")
+            if by_id
+            else np.lexsort((np.broadcast_to(id_rank, rank.shape), -rank), axis=1)
+        )
     active = _IS_ACTIVE[state[0, 0]]
     promote_at, demote_at = _thresholds(state[0, 0], hyst.promote_after, hyst.demote_after)
     untracked = active & ~tracks.on  # active without a stage_since: always pending if the stage warms up
@@ -1041,7 +1050,7 @@ def _run(
             moved = (p >= promote_at) | (f >= demote_at)
             moved &= counted
             moved &= since_thru <= thru_l[t] - min_dwell
-            if moved.any():
+            if _any(moved):
                 nxt[:, moved] = np.array([[0], [ords[t]], [0], [0], [thru_l[t]]])
                 nxt[0, moved] = np.where(picked, _PROMOTE_TO[stage], _DEMOTE_TO[stage])[moved]
 
@@ -1058,7 +1067,7 @@ def _run(
 
         # a strategy entering paper or live starts a new track with the next row of returns
         changed = nxt[0] != stage
-        if changed.any():
+        if _any(changed):
             for i in np.flatnonzero(changed).tolist():
                 new = int(nxt[0, i])
                 if tracks.on[i]:
