@@ -669,27 +669,41 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one stage after 
             )
             report["workload"]["trades"] = {sid: t.height for sid, (_, t) in wrapped.items()}
         # returns for stages 6-8: the wrapper's rows, else the engine's arrays (rows after inception)
-        frames = []
+        frames, trade_frames = [], []
         day = np.array(bar_dates, dtype="datetime64[D]")
         checks, from_engine = {}, []
         for sid in specs:
             res = engine_results.get(sid) if engine_results is not None else None
             if wrapped is not None and sid in wrapped:
-                ret = wrapped[sid][0]
+                ret, trade_rows = wrapped[sid]
+                trade_frames.append(trade_rows.select("date", "strategy"))
                 if res is not None and ret.height:  # consistency: wrapper vs engine on prebuilt matrices
                     pos = np.searchsorted(day, ret.get_column("date").to_numpy().astype("datetime64[D]"))
                     checks[sid] = float(np.max(np.abs(ret.get_column("net").to_numpy() - res.net[pos])))
             elif res is not None and inception[sid] is not None:
                 keep = day > np.datetime64(inception[sid])
                 ret = pl.DataFrame(
-                    {"date": day[keep], "strategy": sid, "net": res.net[keep], "turnover": res.turnover[keep]}
+                    {
+                        "date": day[keep],
+                        "strategy": sid,
+                        "net": res.net[keep],
+                        "turnover": res.turnover[keep],
+                        "long_ret": res.long_ret[keep],
+                        "short_ret": res.short_ret[keep],
+                    }
                 ).with_columns(pl.col("date").cast(pl.Date))
+                trade_frames.append(
+                    pl.DataFrame({"date": day[res.trade_day], "strategy": sid}).with_columns(
+                        pl.col("date").cast(pl.Date)
+                    )
+                )
                 from_engine.append(sid)
             else:
                 continue
             if ret.height:
-                frames.append(ret.select("date", "strategy", "net", "turnover"))
+                frames.append(ret.select("date", "strategy", "net", "turnover", "long_ret", "short_ret"))
         returns_long = pl.concat(frames) if frames else None
+        trades_long = pl.concat(trade_frames) if trade_frames else None
         if from_engine:
             report["notes"].append(
                 f"strategy returns for stages 6-8 of {from_engine} come from the engine "
@@ -719,12 +733,12 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one stage after 
                 "inception); rows_out = output cells over all keys"
             ],
         )
-        kpi_in = returns_long.select("date", "strategy", "net", "turnover")  # the columns the asset reads
+        kpi_in = returns_long  # the columns the asset reads
         kpi_table = bench.run(
             "6b",
             "backtest.kpis.asof_kpis",
-            lambda extra: bt_kpis.asof_kpis(kpi_in, days[0], days[-1]),
-            measures="quantlab.backtest.kpis.asof_kpis(returns, start, end): pivots, metrics.asof_kpis over "
+            lambda extra: bt_kpis.asof_kpis(kpi_in, trades_long, days[0], days[-1]),
+            measures="quantlab.backtest.kpis.asof_kpis(returns, trades, start, end): pivots, metrics.asof_kpis over "
             "the table windows (20d/60d/126d/252d/full), long KPI table",
             rows_in=kpi_in.height,
             rows_out=lambda df: df.height,

@@ -82,6 +82,8 @@ def synthetic_returns(ids: list[str], sides: list[str], days: list[dt.date], see
             "strategy": np.array(ids)[rows_s],
             "net": net[rows_t, rows_s],
             "turnover": np.full(len(rows_t), 0.1),
+            "long_ret": np.where(np.array(sides)[rows_s] == "short", 0.0, net[rows_t, rows_s]),
+            "short_ret": np.where(np.array(sides)[rows_s] == "short", net[rows_t, rows_s], 0.0),
         }
     ).with_columns(pl.col("date").cast(pl.Date))
 
@@ -197,7 +199,8 @@ def build(n_strategies: int, n_sessions: int, seed: int) -> dict[str, Any]:
     ids, sides = strategy_ids(n_strategies)
     returns = synthetic_returns(ids, sides, days, seed)
     t0 = time.perf_counter()
-    kpis = asof_kpis(returns, days[0], days[-1])
+    no_trades = pl.DataFrame(schema={"date": pl.Date, "strategy": pl.String})
+    kpis = asof_kpis(returns, no_trades, days[0], days[-1])
     kpi_seconds = time.perf_counter() - t0
     specs = worlds(ids, sides)
     return {

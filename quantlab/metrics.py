@@ -45,6 +45,7 @@ __all__ = [
     "PERIODS_PER_YEAR",
     "annual_return",
     "annual_volatility",
+    "asof_window_sums",
     "asof_kpis",
     "calmar_ratio",
     "deflated_sharpe_ratio",
@@ -660,3 +661,30 @@ def asof_kpis(
     if bench is not None:
         result["dsr"] = np.ascontiguousarray(full["dsr"].T)
     return result
+
+
+def asof_window_sums(values: np.ndarray, windows: Mapping[str, int | None]) -> dict[str, np.ndarray]:
+    """As-of sums of a (T, S) count-like array over the named trailing windows (e.g. trades per window).
+
+    ``values`` is NaN before each strategy's inception (leading NaNs only) and finite after it. Window ``L``:
+    ``sum(values[t-L+1 .. t])``, NaN until the window lies entirely after inception (as the other as-of
+    metrics); ``None``: the sum since inception. Output key = window name, each a (T, S) float64 array.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"values must be 2-D (T, S), got shape {x.shape}")
+    n_t, n_s = x.shape
+    valid = ~np.isnan(x)
+    if n_t > 1 and np.any(valid[:-1] & ~valid[1:]):
+        raise ValueError("values may only have leading NaNs (before inception); found a NaN after inception")
+    csum = np.concatenate([np.zeros((1, n_s)), np.cumsum(np.where(valid, x, 0.0), axis=0)])
+    count = np.concatenate([np.zeros((1, n_s), np.int64), np.cumsum(valid, axis=0, dtype=np.int64)])
+    out: dict[str, np.ndarray] = {}
+    for name, length in windows.items():
+        if length is None:
+            out[name] = np.where(valid, csum[1:], np.nan)
+            continue
+        lag = np.maximum(np.arange(1, n_t + 1) - int(length), 0)
+        full = (count[1:] - count[lag]) >= length
+        out[name] = np.where(full, csum[1:] - csum[lag], np.nan)
+    return out

@@ -203,6 +203,18 @@ class Kpis(pa.DataFrameModel):
     hit_rate: float = pa.Field(nullable=True)
     turnover: float = pa.Field(nullable=True)
     ulcer: float = pa.Field(nullable=True)
+    trades: float = pa.Field(ge=0, nullable=True)  # trades in the window
+    # the long and short legs (each side's gross contribution; null while a side holds nothing)
+    long_sharpe: float = pa.Field(nullable=True)
+    long_annual_return: float = pa.Field(nullable=True)
+    long_annual_volatility: float = pa.Field(nullable=True)
+    long_max_dd: float = pa.Field(nullable=True)
+    long_hit_rate: float = pa.Field(nullable=True)
+    short_sharpe: float = pa.Field(nullable=True)
+    short_annual_return: float = pa.Field(nullable=True)
+    short_annual_volatility: float = pa.Field(nullable=True)
+    short_max_dd: float = pa.Field(nullable=True)
+    short_hit_rate: float = pa.Field(nullable=True)
     psr: float = pa.Field(nullable=True)
     dsr: float = pa.Field(nullable=True)
 

@@ -462,3 +462,29 @@ def test_config_sensor_requests_the_evaluation_of_a_changed_strategy(
     selected = {k.to_user_string() for k in request.asset_selection}
     assert {"targets", "kpis", "world_evaluation/alpha", "world_allocation/beta"} <= selected
     assert "ohlcv" not in selected and "features" not in selected
+
+
+def test_kpis_count_trades_and_measure_each_leg(base: Path) -> None:
+    """`trades_<window>` counts the `trades` rows of the window's sessions; legs are measured per side."""
+    wh = Warehouse(database=str(base))
+    kpis = wh.read_table("kpis", *BASE)
+    returns = wh.read_table("strategy_returns", end=BASE[1])
+    trades = wh.read_table("trades", end=BASE[1])
+    day = BASE[1]
+    for sid in ("mean_reversion", "ml_gbm"):  # enough history in the base range for a full 20d window
+        rows = returns.filter(pl.col("strategy") == sid).sort("date")
+        last20 = rows.filter(pl.col("date") <= day).tail(20).get_column("date")
+        expected = trades.filter((pl.col("strategy") == sid) & pl.col("date").is_in(last20.implode())).height
+        row = kpis.filter((pl.col("strategy") == sid) & (pl.col("date") == day) & (pl.col("window") == "20d"))
+        assert row.get_column("trades").item() == expected > 0
+        full = kpis.filter(
+            (pl.col("strategy") == sid) & (pl.col("date") == day) & (pl.col("window") == "full")
+        )
+        assert full.get_column("trades").item() == trades.filter(pl.col("strategy") == sid).height
+        assert full.get_column("long_sharpe").item() is not None
+    short = kpis.filter((pl.col("date") == day) & (pl.col("window") == "full")).select(
+        "strategy", "short_max_dd"
+    )
+    by_id = dict(short.iter_rows())
+    assert by_id["momentum_top2"] is None  # long only: no short leg
+    assert by_id["ml_gbm"] > 0  # long the two best, short the worst

@@ -488,3 +488,12 @@ def test_duplicate_key_is_refused_with_its_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_strategy(path)
     assert str(err.value).startswith(f"{path}:4: invalid YAML: duplicate key 'signal'")
+
+
+def test_world_names_trade_counts_and_leg_metrics(tmp_path: Path, repo_strategies: Specs) -> None:
+    stages = STAGES.replace('"sharpe_long >= 0.3"', '"trades_mid >= 5 and short_max_dd_long <= 0.3"')
+    world = load_world(_world(tmp_path, "legs", stages=stages), repo_strategies)
+    assert {"trades_mid", "short_max_dd_long"} <= world.gates["backtest"].names
+    assert {f"{side}_sharpe_full" for side in ("long", "short")} <= world.metric_names
+    path = _world(tmp_path, "bad_leg", stages=STAGES.replace('"sharpe_long', '"middle_sharpe_long'))
+    assert "unknown name 'middle_sharpe_long'" in _world_error(path, repo_strategies)

@@ -400,3 +400,12 @@ def test_asof_kpis_dsr() -> None:
     assert scalar["dsr_w20"].shape == ret.shape
     with pytest.raises(ValueError):
         m.asof_kpis(ret, tov, WINDOWS, n_trials=10)
+
+
+def test_asof_window_sums() -> None:
+    x = np.array([[np.nan, 1.0], [2.0, 0.0], [3.0, 4.0], [0.0, 1.0]])
+    out = m.asof_window_sums(x, {"w2": 2, "full": None})
+    np.testing.assert_array_equal(out["w2"], [[np.nan, np.nan], [np.nan, 1.0], [5.0, 4.0], [3.0, 5.0]])
+    np.testing.assert_array_equal(out["full"], [[np.nan, 1.0], [2.0, 1.0], [5.0, 5.0], [5.0, 6.0]])
+    with pytest.raises(ValueError, match="leading NaNs"):
+        m.asof_window_sums(np.array([[1.0], [np.nan]]), {"full": None})

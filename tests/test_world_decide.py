@@ -642,6 +642,7 @@ def test_decide_is_pure() -> None:
 # ---------------------------------------------------------------------------------------- evaluate_world
 
 IDS = ["a", "b", "c"]
+NO_TRADES = pl.DataFrame(schema={"date": pl.Date, "strategy": pl.String})
 SIDES = ["long", "long", "long_short"]
 
 
@@ -674,13 +675,22 @@ def synthetic_history() -> dict[str, Any]:
     rows = []
     for j, sid in enumerate(IDS):
         for d, r in zip(days, rng.normal(0.0008 * (j - 0.5), 0.01, len(days)), strict=True):
-            rows.append({"date": d, "strategy": sid, "net": float(r), "turnover": 0.1})
+            rows.append(
+                {
+                    "date": d,
+                    "strategy": sid,
+                    "net": float(r),
+                    "turnover": 0.1,
+                    "long_ret": float(r),
+                    "short_ret": 0.0,
+                }
+            )
     returns = pl.DataFrame(rows)
     window = days[-30:]
     bars = [d for d in days if d != days[-12]]  # one missing bar day: a lag of 1 there, still current
     return {
         "returns": returns,
-        "kpis": asof_kpis(returns, window[0], window[-1]),
+        "kpis": asof_kpis(returns, NO_TRADES, window[0], window[-1]),
         "days": window,
         "bars": bars,
     }
@@ -913,12 +923,19 @@ def rich_history() -> dict[str, Any]:
     start = np.zeros(n, dtype=int)
     start[8] = n_t - 130  # enters during the decided range
     rows = [
-        {"date": hist[k], "strategy": sid, "net": float(net[k, j]), "turnover": 0.1}
+        {
+            "date": hist[k],
+            "strategy": sid,
+            "net": float(net[k, j]),
+            "turnover": 0.1,
+            "long_ret": max(float(net[k, j]), 0.0),
+            "short_ret": min(float(net[k, j]), 0.0),
+        }
         for j, sid in enumerate(RICH_IDS)
         for k in range(start[j], n_t)
     ]
     returns = pl.DataFrame(rows)
-    kpis = asof_kpis(returns, days[0], days[-1])
+    kpis = asof_kpis(returns, NO_TRADES, days[0], days[-1])
     # missing metrics: single cells, and whole (date, strategy) rows
     mask = pl.Series(rng.random(kpis.height) < 0.04)
     kpis = kpis.with_columns(

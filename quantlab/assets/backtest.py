@@ -106,9 +106,10 @@ def strategy_returns(
 def run_kpis(warehouse: Warehouse, start: dt.date, end: dt.date) -> StageRun:
     """As-of KPIs for [start, end] from each strategy's whole return history up to `end`."""
     history = warehouse.read_table(
-        "strategy_returns", end=end, columns=["date", "strategy", "net", "turnover"]
+        "strategy_returns", end=end, columns=["date", "strategy", "net", "turnover", "long_ret", "short_ret"]
     )
-    out = asof_kpis(history, start, end) if history.height else pl.DataFrame()
+    trades = warehouse.read_table("trades", end=end, columns=["date", "strategy"])
+    out = asof_kpis(history, trades, start, end) if history.height else pl.DataFrame()
     n = write(warehouse, "kpis", out, start, end)
     meta: dict = {"rows": n}
     if n:

@@ -13,8 +13,12 @@ import polars as pl
 from quantlab import metrics
 
 KPI_WINDOWS: dict[str, int | None] = {"20d": 20, "60d": 60, "126d": 126, "252d": 252, "full": None}
-#: Per-window KPI columns (psr and dsr are stored beside them).
-KPI_METRICS = tuple(m for m in metrics.ASOF_METRICS if m != "psr")
+#: Metrics of each side's gross contribution (`long_ret`, `short_ret`), stored as `<side>_<metric>`.
+LEG_METRICS = ("sharpe", "annual_return", "annual_volatility", "max_dd", "hit_rate")
+LEG_COLUMNS = tuple(f"{side}_{m}" for side in ("long", "short") for m in LEG_METRICS)
+#: Per-window KPI columns (psr and dsr are stored beside them); a world names them `<column>_<window>`.
+KPI_METRICS = (*(m for m in metrics.ASOF_METRICS if m != "psr"), "trades", *LEG_COLUMNS)
+_FLOATS = tuple(m for m in KPI_METRICS if m != "sample_days")
 
 
 def returns_matrix(returns: pl.DataFrame, column: str) -> tuple[list[dt.date], list[str], np.ndarray]:
@@ -25,17 +29,32 @@ def returns_matrix(returns: pl.DataFrame, column: str) -> tuple[list[dt.date], l
     return wide.get_column("date").to_list(), strategies, mat
 
 
-def asof_kpis(returns: pl.DataFrame, start: dt.date, end: dt.date) -> pl.DataFrame:
+def asof_kpis(returns: pl.DataFrame, trades: pl.DataFrame, start: dt.date, end: dt.date) -> pl.DataFrame:
     """KPI rows (date in [start, end]) from `strategy_returns` rows covering each strategy's whole history.
 
-    Values at date t use returns up to and including t only. `psr` is against a zero Sharpe; `dsr` equals
-    it until tuning supplies the number of trials and the variance of their Sharpe ratios.
+    `returns` needs date, strategy, net, turnover, long_ret, short_ret; `trades` one row per trade (date,
+    strategy). Values at date t use rows up to and including t only. `psr` is against a zero Sharpe; `dsr`
+    equals it until tuning supplies the number of trials and the variance of their Sharpe ratios.
+    `trades`: the number of trades in the window. Leg metrics (`long_*`, `short_*`) are those of the side's
+    gross contribution to the daily return, null over a window where the side never moved (no position).
     """
     dates, strategies, net = returns_matrix(returns, "net")
-    _, _, turnover = returns_matrix(returns, "turnover")
     if not strategies:
         return pl.DataFrame()
+    turnover = returns_matrix(returns, "turnover")[2]
     out = metrics.asof_kpis(net, turnover, KPI_WINDOWS)
+    alive = np.where(np.isnan(net), np.nan, 0.0)  # NaN before inception, 0 after: adds counts as of each date
+    counts = trades.group_by("date", "strategy").len("n")
+    per_day = alive + _aligned(counts, dates, strategies, "n")
+    for window, total in metrics.asof_window_sums(per_day, KPI_WINDOWS).items():
+        out[f"trades_{window}"] = total
+    for side in ("long", "short"):
+        leg = np.nan_to_num(_aligned(returns, dates, strategies, f"{side}_ret")) + alive
+        legs = metrics.asof_kpis(leg, turnover, KPI_WINDOWS)
+        moved = metrics.asof_window_sums((leg != 0) + alive, KPI_WINDOWS)
+        for window in KPI_WINDOWS:
+            for m in LEG_METRICS:
+                out[f"{side}_{m}_{window}"] = np.where(moved[window] > 0, legs[f"{m}_{window}"], np.nan)
     day = np.array(dates, dtype="datetime64[D]")
     keep = (day >= np.datetime64(start)) & (day <= np.datetime64(end))
     frames = []
@@ -57,6 +76,21 @@ def asof_kpis(returns: pl.DataFrame, start: dt.date, end: dt.date) -> pl.DataFra
     return (
         df.filter(in_history)
         .with_columns(pl.col("sample_days").cast(pl.Int64))
-        .with_columns([pl.col(c).fill_nan(None) for c in (*KPI_METRICS[:-1], "psr", "dsr")])
+        .with_columns([pl.col(c).fill_nan(None) for c in (*_FLOATS, "psr", "dsr")])
         .sort("date", "strategy", "window")
+    )
+
+
+def _aligned(frame: pl.DataFrame, dates: list[dt.date], strategies: list[str], column: str) -> np.ndarray:
+    """(T, S) matrix of `column` on the given date and strategy axes; 0 where `frame` has no row."""
+    if frame.height == 0:
+        return np.zeros((len(dates), len(strategies)))
+    axes = pl.DataFrame({"date": dates}).join(pl.DataFrame({"strategy": strategies}), how="cross")
+    cell = axes.join(frame.select("date", "strategy", column), on=["date", "strategy"], how="left")
+    return (
+        cell.get_column(column)
+        .fill_null(0.0)
+        .cast(pl.Float64)
+        .to_numpy()
+        .reshape(len(dates), len(strategies))
     )

@@ -2,7 +2,8 @@
 
 The metric vocabulary a world's gates and score may use (`metric_names`):
 - `<metric>_<window>` for every KPI metric (`KPI_METRICS`) and every window the world names (plus `full`),
-  e.g. `sharpe_mid`, `max_dd_long`, `hit_rate_full`; windows map to the backtester's KPI windows;
+  e.g. `sharpe_mid`, `max_dd_long`, `hit_rate_full`, `trades_mid`, and the legs `long_sharpe_mid`,
+  `short_max_dd_long` (`LEG_COLUMNS`); windows map to the backtester's KPI windows;
 - `sample_days` (returns since inception), `psr`, `dsr` (full history), `data_lag` (sessions since the
   world's newest bar), `paper_days` and `sharpe_paper` (the out-of-sample track since the current stage
   began; NaN outside paper/live).
