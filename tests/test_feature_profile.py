@@ -9,21 +9,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from test_features import weekdays
 
 from quantlab.assets.features import PROFILE_FILE, run_features
 from quantlab.curator.embedded import embedded_ohlcv
 from quantlab.features.library import FEATURE_NAMES, FEATURES, compute_features
 from quantlab.features.profile import _psi, feature_profile, profile_tables
 from quantlab.resources import Warehouse
-
-
-def weekdays(n: int, start: dt.date = dt.date(2020, 1, 6)) -> list[dt.date]:
-    out, d = [], start
-    while len(out) < n:
-        if d.weekday() < 5:
-            out.append(d)
-        d += dt.timedelta(days=1)
-    return out
 
 
 def panel(columns: dict[str, np.ndarray], n_symbols: int = 4) -> pl.DataFrame:
