@@ -6,6 +6,7 @@ Conventions and formulas live in `quantlab.metrics`; this module only shapes the
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 
 import numpy as np
 import polars as pl
@@ -25,23 +26,38 @@ def returns_matrix(returns: pl.DataFrame, column: str) -> tuple[list[dt.date], l
     return wide.get_column("date").to_list(), strategies, mat
 
 
-def asof_kpis(returns: pl.DataFrame, start: dt.date, end: dt.date) -> pl.DataFrame:
+def asof_kpis(
+    returns: pl.DataFrame,
+    start: dt.date,
+    end: dt.date,
+    trials: Mapping[str, tuple[int, float]] | None = None,
+) -> pl.DataFrame:
     """KPI rows (date in [start, end]) from `strategy_returns` rows covering each strategy's whole history.
 
-    Values at date t use returns up to and including t only. `psr` is against a zero Sharpe; `dsr` equals
-    it until tuning supplies the number of trials and the variance of their Sharpe ratios.
+    Values at date t use returns up to and including t only. `psr` is against a zero Sharpe; `dsr` deflates
+    it by `trials` (strategy -> (number of tuning trials, variance of their per-period Sharpe ratios), see
+    `quantlab.tuning.study.dsr_inputs`); a strategy without trials has one: its `dsr` equals its `psr`.
     """
     dates, strategies, net = returns_matrix(returns, "net")
     _, _, turnover = returns_matrix(returns, "turnover")
     if not strategies:
         return pl.DataFrame()
-    out = metrics.asof_kpis(net, turnover, KPI_WINDOWS)
+    tried = {s: trials[s] for s in strategies if s in (trials or {})}
+    deflate = (
+        {
+            "n_trials": np.array([tried.get(s, (1, 0.0))[0] for s in strategies], dtype=np.float64),
+            "trials_sr_variance": np.array([tried.get(s, (1, 0.0))[1] for s in strategies]),
+        }
+        if tried
+        else {}
+    )
+    out = metrics.asof_kpis(net, turnover, KPI_WINDOWS, **deflate)
     day = np.array(dates, dtype="datetime64[D]")
     keep = (day >= np.datetime64(start)) & (day <= np.datetime64(end))
     frames = []
     for window in KPI_WINDOWS:
         cols = {m: out[f"{m}_{window}"][keep] for m in (*KPI_METRICS, "psr")}
-        cols["dsr"] = cols["psr"]  # one trial: DSR == PSR against 0 (tuning supplies trial counts)
+        cols["dsr"] = out[f"dsr_{window}"][keep] if deflate else cols["psr"]  # one trial: DSR == PSR
         n_days, n_strat = cols["sharpe"].shape
         frame = pl.DataFrame(
             {

@@ -7,7 +7,7 @@ constraints, and the study window). Running the same study again loads it from s
 counts in its deflated Sharpe (`trial_stats`).
 
 Trials are scored by `quantlab.tuning.objective` on walk-forward folds; constraints (`tuning.constraints`)
-are Optuna constraints (`constraints_func`, honoured by the TPE sampler; infeasible trials rank last) or a
+are Optuna constraints (`Trial.set_constraint`, honoured by the TPE sampler; infeasible trials rank last) or a
 penalty on the objective. With `pruner: median` a trial reports its objective after each fold and stops
 early when it falls below the median of earlier trials at that fold.
 """
@@ -71,9 +71,10 @@ def _tuning(spec: StrategySpec):  # noqa: ANN202 - the Tuning model
     return spec.tuning
 
 
-def make_sampler(name: str, seed: int, constrained: bool) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """TPE (it prefers trials satisfying their constraints, `Trial.set_constraint`) or random search."""
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, constraints_func=_constraints if constrained else None)
+        return optuna.samplers.TPESampler(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise ValueError(f"unknown sampler '{name}' (tpe | random)")
@@ -99,15 +100,18 @@ def _suggest(trial: optuna.Trial, path: str, p: TuningParam) -> Any:
     return json.loads(encoded)
 
 
-def _violations(spec: StrategySpec, score: TrialScore) -> list[float]:
+def _violations(spec: StrategySpec, score: TrialScore) -> dict[str, float]:
     """Relative breaches `value / limit - 1` of the constraints (<= 0: satisfied; NaN counts as a breach)."""
     c = _tuning(spec).constraints
     if c is None:
-        return []
-    out = []
-    for limit, value in ((c.max_drawdown, score.max_dd), (c.max_turnover, score.turnover)):
+        return {}
+    out = {}
+    for name, limit, value in (
+        ("max_drawdown", c.max_drawdown, score.max_dd),
+        ("max_turnover", c.max_turnover, score.turnover),
+    ):
         if limit is not None:
-            out.append(1.0 if math.isnan(value) else value / limit - 1.0)
+            out[name] = 1.0 if math.isnan(value) else value / limit - 1.0
     return out
 
 
@@ -116,6 +120,7 @@ def make_objective(
 ) -> Callable[[optuna.Trial], float]:
     """The Optuna objective: the trial's parameters applied to `spec`, scored out of sample on `folds`."""
     t = _tuning(spec)
+    constrain = t.constraints is not None and t.constraints.handling == "constraint"
 
     def objective(trial: optuna.Trial) -> float:
         values = {path: _suggest(trial, path, p) for path, p in t.params.items()}
@@ -128,21 +133,22 @@ def make_objective(
                 if not math.isnan(partial.objective):
                     trial.report(partial.objective, fold.index)
                     if trial.should_prune():
-                        _record(trial, partial, _violations(spec, partial))
+                        _record(trial, partial, _violations(spec, partial), constrain)
                         raise optuna.TrialPruned()
         score = score_folds(returns, folds, t.objective)
         violations = _violations(spec, score)
-        _record(trial, score, violations)
+        _record(trial, score, violations, constrain)
         value = score.objective
         if violations and t.constraints is not None and t.constraints.handling == "penalty":
-            value -= t.constraints.penalty * sum(max(0.0, v) for v in violations)
+            value -= t.constraints.penalty * sum(max(0.0, v) for v in violations.values())
         return value
 
     return objective
 
 
-def _record(trial: optuna.Trial, score: TrialScore, violations: list[float]) -> None:
-    """Store the trial's scores as ONE user attribute (each attribute is a storage write)."""
+def _record(trial: optuna.Trial, score: TrialScore, violations: dict[str, float], constrain: bool) -> None:
+    """Store the trial's scores as ONE user attribute (each attribute is a storage write) and, in
+    constraint mode, its constraint values."""
 
     def num(x: float) -> float | None:
         return None if math.isnan(x) else float(x)
@@ -157,11 +163,10 @@ def _record(trial: optuna.Trial, score: TrialScore, violations: list[float]) -> 
     }
     if violations:
         oos["constraints"] = violations
+        if constrain:
+            for name, v in violations.items():
+                trial.set_constraint(name, v)
     trial.set_user_attr("oos", oos)
-
-
-def _constraints(trial: optuna.trial.FrozenTrial) -> Sequence[float]:
-    return trial.user_attrs.get("oos", {}).get("constraints", [])
 
 
 def load_study(spec: StrategySpec, storage: str | optuna.storages.BaseStorage, name: str) -> optuna.Study:
@@ -172,9 +177,7 @@ def load_study(spec: StrategySpec, storage: str | optuna.storages.BaseStorage, n
         storage=storage,
         direction="maximize",
         load_if_exists=True,
-        sampler=make_sampler(
-            t.sampler, t.seed, t.constraints is not None and t.constraints.handling == "constraint"
-        ),
+        sampler=make_sampler(t.sampler, t.seed),
         pruner=make_pruner(t.pruner),
     )
 
@@ -186,12 +189,14 @@ def run_study(
     storage: str | optuna.storages.BaseStorage,
     settings: StudySettings = StudySettings(),
     on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+    on_start: Callable[[optuna.Study, int], None] | None = None,
 ) -> optuna.Study:
     """Create or resume the strategy's study over `sessions` and add trials.
 
     `settings.n_trials` trials are added (default `tuning.n_trials`), or, with `total_trials`, as many as the
     study lacks to hold that many finished trials; `timeout_s` stops earlier; `workers` threads run trials in
-    parallel on the shared storage. `on_trial` is called after every trial (progress logging).
+    parallel on the shared storage. `on_start(study, n)` is called before the `n` trials are added,
+    `on_trial` after every trial (progress logging).
     """
     t = _tuning(spec)
     overrides = {k: v for k, v in (("sampler", settings.sampler), ("pruner", settings.pruner)) if v}
@@ -209,6 +214,8 @@ def run_study(
     if settings.total_trials is not None:
         done = sum(tr.state.is_finished() for tr in study.get_trials(deepcopy=False))
         n = max(0, settings.total_trials - done)
+    if on_start is not None:
+        on_start(study, n)
     if n:
         study.optimize(
             make_objective(spec, data, folds),
@@ -242,7 +249,7 @@ def trials_frame(study: optuna.Study) -> pl.DataFrame:
                 "max_dd": u.get("max_dd"),
                 "turnover": u.get("turnover"),
                 "oos_days": u.get("oos_days"),
-                "feasible": None if cons is None else all(c <= 0 for c in cons),
+                "feasible": None if cons is None else all(c <= 0 for c in cons.values()),
                 "params": json.dumps(tr.params, sort_keys=True),
                 "folds": json.dumps(u.get("folds", [])),
                 "window_start": window[0],
