@@ -216,3 +216,47 @@ def test_tuning_asset_feeds_the_deflated_sharpe_more_trials_deflate_more(chain) 
     assert tuned[0]["dsr"] > tuned[1]["dsr"] > tuned[2]["dsr"]  # more trials: lower deflated Sharpe
     for kp in (few, many):  # an untuned strategy is not deflated
         assert kp["low_vol"]["dsr"] == kp["low_vol"]["psr"]
+
+
+def test_promote_writes_a_new_version_only_when_asked(chain, tmp_path: Path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from quantlab.cli import main
+    from quantlab.strategy_lab.spec import load_strategies
+
+    root, db = chain
+    _tune(root, db, total=6)  # tops the study up (no-op when an earlier test ran more trials)
+    project = tmp_path / "project"
+    shutil.copytree(root / "strategies", project / "strategies")
+    monkeypatch.setenv("QUANTLAB_PROJECT_DIR", str(project))
+    monkeypatch.setenv("QUANTLAB_WAREHOUSE", str(db))
+    path = project / "strategies" / "momentum_top2.yaml"
+    original = path.read_text()
+    runner = CliRunner()
+    shown = runner.invoke(main, ["tune", "show", "momentum_top2"])
+    assert shown.exit_code == 0 and "study momentum_top2.v1." in shown.output and "| trial |" in shown.output
+
+    trials = Warehouse(database=str(db)).read_table("tuning_trials")
+    current = load_strategies(project / "strategies")["momentum_top2"]
+    pick = next(
+        r
+        for r in trials.sort("trial").iter_rows(named=True)
+        if json.loads(r["params"])["portfolio.long.top"] != current.portfolio.long.top
+    )
+    args = ["tune", "promote", "momentum_top2", "--trial", str(pick["trial"])]
+    dry = runner.invoke(main, [*args, "--dry-run"])
+    assert dry.exit_code == 0 and "portfolio.long.top" in dry.output and path.read_text() == original
+
+    done = runner.invoke(main, args)
+    assert done.exit_code == 0, done.output
+    promoted = load_strategies(project / "strategies")  # .history/ is not loaded as strategies
+    assert set(promoted) == {"momentum_top2", "low_vol"}
+    new = promoted["momentum_top2"]
+    assert new.version == 2 and new.tuning is not None
+    params = json.loads(pick["params"])
+    assert new.portfolio.long.top == params["portfolio.long.top"]
+    assert new.rebalance.every == params["rebalance.every"]
+    assert new.execution == current.execution and new.signal == current.signal  # the rest is unchanged
+    assert (project / "strategies" / ".history" / "momentum_top2.v1.yaml").read_text() == original
+    again = runner.invoke(main, args)  # that trial tuned version 1: refused for version 2
+    assert again.exit_code != 0 and "version 1" in again.output
