@@ -350,7 +350,8 @@ class TuningTrials(pa.DataFrameModel):
 
     `value` is the objective (penalized in penalty mode); `sharpe` (annualized) and `sr_daily` (per period,
     what the deflated Sharpe's trial variance uses) are those of the trial's out-of-sample net returns, the
-    folds concatenated; `folds` and `params` are JSON; `feasible` is null without constraints.
+    folds concatenated (a PRUNED trial: the folds scored before it stopped, and its last reported value);
+    `folds` and `params` are JSON; `feasible` is null without constraints.
     """
 
     study: str

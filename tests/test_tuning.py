@@ -260,3 +260,49 @@ def test_promote_writes_a_new_version_only_when_asked(chain, tmp_path: Path, mon
     assert (project / "strategies" / ".history" / "momentum_top2.v1.yaml").read_text() == original
     again = runner.invoke(main, args)  # that trial tuned version 1: refused for version 2
     assert again.exit_code != 0 and "version 1" in again.output
+
+
+def test_model_strategy_study_with_pruning(synthetic) -> None:
+    """A model strategy's estimator parameter is tuned (walk-forward models per fold); pruned trials count
+    for the deflated Sharpe but never lead the leaderboard."""
+    from quantlab.features.labels import compute_labels
+    from quantlab.features.sets import PRESETS
+
+    data, days = synthetic
+    labels = compute_labels(synthetic_ohlcv(12, dt.date(2019, 1, 2), dt.date(2020, 12, 31), seed=3))
+    spec = StrategySpec.model_validate(
+        {
+            "id": "ridge",
+            "universe": {"all": True},
+            "signal": {
+                "kind": "model",
+                "estimator": "ridge",
+                "features": "momentum",
+                "label": "fwd_excess_5",
+                "train_window": 126,
+                "refit_every": 63,
+                "embargo": 5,
+            },
+            "portfolio": {"long": {"top": 3}},
+            "rebalance": {"every": 5},
+            "tuning": {
+                "params": {
+                    "signal.params.alpha": {"type": "float", "low": 0.01, "high": 100.0, "log": True},
+                    "portfolio.long.top": {"type": "int", "low": 2, "high": 5},
+                },
+                "folds": 3,
+                "pruner": "median",
+            },
+        }
+    )
+    model_data = TuningData(data.features, data.bars, labels, PRESETS["momentum"])
+    study = run_study(spec, model_data, days, optuna.storages.InMemoryStorage(), StudySettings(n_trials=12))
+    rows = trials_frame(study)
+    states = rows.get_column("state").to_list()
+    assert "COMPLETE" in states and "PRUNED" in states
+    alphas = {json.loads(p)["signal.params.alpha"] for p in rows.get_column("params")}
+    assert len(alphas) == 12
+    assert trial_stats(rows).item(0, "n_trials") == 12
+    assert set(leaderboard(rows, top=12).get_column("trial")) == set(
+        rows.filter(pl.col("state") == "COMPLETE").get_column("trial")
+    )
