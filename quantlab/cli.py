@@ -523,7 +523,10 @@ def tune_run(
         instance=dg.DagsterInstance.get(),
         partition_key=strategy,
         raise_on_error=False,
-        run_config={"ops": {ASSET: {"config": {k: v for k, v in config.items() if v is not None}}}},
+        run_config={
+            "loggers": {"console": {"config": {"log_level": "INFO"}}},  # one line per trial
+            "ops": {ASSET: {"config": {k: v for k, v in config.items() if v is not None}}},
+        },
     )
     if not result.success:
         click.echo(f"tuning run {result.run_id} failed; see the Dagster UI for the failing step", err=True)
