@@ -306,3 +306,30 @@ def test_model_strategy_study_with_pruning(synthetic) -> None:
     assert set(leaderboard(rows, top=12).get_column("trial")) == set(
         rows.filter(pl.col("state") == "COMPLETE").get_column("trial")
     )
+
+
+def test_an_invalid_combination_fails_its_trial_not_the_study(synthetic) -> None:
+    """Every bound is valid alone (checked at load), but net 0.5 exceeds gross 0.4: such trials are FAIL,
+    recorded with the reason, and are not counted as tested strategies."""
+    data, days = synthetic
+    spec = StrategySpec.model_validate(
+        {
+            "id": "ls",
+            "universe": {"all": True},
+            "signal": {"score": "mom_20"},
+            "portfolio": {"long": {"top": 2}, "short": {"top": 2}},
+            "tuning": {
+                "params": {
+                    "portfolio.gross": {"type": "choice", "choices": [0.4, 1.0]},
+                    "portfolio.net": {"type": "choice", "choices": [0.0, 0.5]},
+                },
+                "folds": 2,
+                "sampler": "random",
+            },
+        }
+    )
+    study = run_study(spec, data, days, optuna.storages.InMemoryStorage(), StudySettings(n_trials=10))
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert failed and all(t.params == {"portfolio.gross": 0.4, "portfolio.net": 0.5} for t in failed)
+    assert all("exceeds gross" in t.user_attrs["error"] for t in failed)
+    assert trial_stats(trials_frame(study)).item(0, "n_trials") == 10 - len(failed)

@@ -26,7 +26,7 @@ import numpy as np
 import optuna
 import polars as pl
 
-from quantlab.strategy_lab.spec import StrategySpec, TuningParam, apply_params
+from quantlab.strategy_lab.spec import StrategySpec, Tuning, TuningParam, apply_params
 from quantlab.tuning.folds import Fold, holding_horizon, walk_forward_folds
 from quantlab.tuning.objective import TrialScore, TuningData, fold_returns, score_folds
 
@@ -65,7 +65,7 @@ def study_name(spec: StrategySpec, window: tuple[dt.date, dt.date]) -> str:
     return f"{spec.id}.v{spec.version}.{digest}"
 
 
-def _tuning(spec: StrategySpec):  # noqa: ANN202 - the Tuning model
+def _tuning(spec: StrategySpec) -> Tuning:
     if spec.tuning is None:
         raise ValueError(f"strategy '{spec.id}' has no `tuning:` block")
     return spec.tuning
@@ -124,7 +124,11 @@ def make_objective(
 
     def objective(trial: optuna.Trial) -> float:
         values = {path: _suggest(trial, path, p) for path, p in t.params.items()}
-        trial_spec = apply_params(spec, values)
+        try:
+            trial_spec = apply_params(spec, values)
+        except ValueError as exc:  # each bound is valid (checked at load), not every combination
+            trial.set_user_attr("error", str(exc))
+            return float("nan")  # Optuna records the trial as FAIL: not a tested strategy
         returns = []
         for fold in folds:
             returns.append(fold_returns(trial_spec, data, fold))
