@@ -86,7 +86,13 @@ def load_tuning_data(
         db = str(warehouse.database)
         cache = ModelCache(None if db.startswith(":") else Path(db).resolve().parent / "models")
     days = features.filter(pl.col("date").is_between(start, end)).get_column("date").unique().sort().to_list()
+    if len(days) < 2:
+        raise dg.Failure(f"the study window {start} .. {end} holds {len(days)} session(s) with features")
     return TuningData(features, bars, labels, fset, cache), days
+
+
+def _date(text: str | None) -> dt.date | None:
+    return dt.date.fromisoformat(text) if text else None
 
 
 class _Progress:
@@ -137,8 +143,7 @@ def run_tuning(
     spec = project.strategies.get(strategy)
     if spec is None or spec.tuning is None:
         raise dg.Failure(f"strategy '{strategy}' has no `tuning:` block (or no longer exists)")
-    parse = lambda s: dt.date.fromisoformat(s) if s else None  # noqa: E731
-    data, days = load_tuning_data(warehouse, project, spec, parse(config.start), parse(config.end))
+    data, days = load_tuning_data(warehouse, project, spec, _date(config.start), _date(config.end))
     url = storage.resolve(str(warehouse.database))
     settings = StudySettings(
         n_trials=config.n_trials,
