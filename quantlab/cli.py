@@ -83,7 +83,7 @@ def demo(start: dt.datetime | None, end: dt.datetime | None, recent: int) -> Non
     from quantlab.jobs import HISTORY_JOB
     from quantlab.project import load_project
     from quantlab.resources import MarketData, ProjectFiles, Warehouse
-    from quantlab.summary import data_summary, render_text, world_summary
+    from quantlab.summary import data_summary, render_text, tuning_summary, world_summary
 
     dataset = MarketData().dataset
     if dataset != "embedded" and (start is None or end is None):
@@ -117,6 +117,7 @@ def demo(start: dt.datetime | None, end: dt.datetime | None, recent: int) -> Non
     if runs and not runs[-1].success:
         click.echo("history run failed; see the Dagster UI (make ui) for the failing step", err=True)
     else:
+        runs += _demo_tuning(defs, instance, days[-recent - 1], quiet)
         click.echo(f"[2/3] partitioned chain: {days[-recent]} .. {days[-2]} as one ranged run ...")
         runs.append(
             chain.execute_in_process(
@@ -158,12 +159,41 @@ def demo(start: dt.datetime | None, end: dt.datetime | None, recent: int) -> Non
         "checks": checks,
         "data": data_summary(warehouse, last),
         "worlds": [world_summary(warehouse, w, last) for w in sorted(load_project().worlds)],
+        "tuning": tuning_summary(warehouse, last),
     }
     (artifacts / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     text = render_text(summary)
     (artifacts / "summary.txt").write_text(text + "\n")
     click.echo(text)
     sys.exit(0 if success else 1)
+
+
+DEMO_TRIALS = (
+    30  # the demo's study size: enough for the deflation to show, a few seconds on the embedded data
+)
+
+
+def _demo_tuning(defs, instance, end: dt.date, run_config: dict) -> list:  # noqa: ANN001 - Dagster objects
+    """The demo's tuning step: the first tunable strategy's study, topped up to DEMO_TRIALS trials over the
+    history window, before the chain's recent runs compute KPIs (so its `dsr` counts those trials)."""
+    from quantlab.assets.tuning import ASSET, TUNING_JOB
+
+    try:
+        job = defs.resolve_job_def(TUNING_JOB)
+    except Exception:  # noqa: BLE001 - no strategy has a tuning block
+        return []
+    strategy = job.partitions_def.get_partition_keys()[0]
+    click.echo(
+        f"[tuning] {strategy}: Optuna study topped up to {DEMO_TRIALS} trials over the history to {end} ..."
+    )
+    config = {"total_trials": DEMO_TRIALS, "end": end.isoformat()}
+    result = job.execute_in_process(
+        instance=instance,
+        partition_key=strategy,
+        raise_on_error=False,
+        run_config={**run_config, "ops": {ASSET: {"config": config}}},
+    )
+    return [result]
 
 
 @main.group()
@@ -434,3 +464,164 @@ def status(as_json: bool) -> None:
     click.echo(f"Warehouse {warehouse.database}:")
     for name, t in tables.items():
         click.echo(f"  {name:<22}{str(t['newest'] or ''):<12}{t['rows']:>10} rows")
+
+
+@main.group()
+def tune() -> None:
+    """Tuning studies: run one, show its leaderboard, promote a trial to a new strategy version."""
+
+
+@tune.command("run")
+@click.argument("strategy")
+@click.option(
+    "--trials", type=int, default=None, help="Trials to add (default: the strategy's tuning.n_trials)."
+)
+@click.option("--total", type=int, default=None, help="Instead: add trials until the study holds this many.")
+@click.option("--timeout", type=float, default=None, help="Stop adding trials after this many seconds.")
+@click.option("--sampler", type=click.Choice(["tpe", "random"]), default=None)
+@click.option("--pruner", type=click.Choice(["none", "median"]), default=None)
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Study window start.")
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Study window end.")
+def tune_run(
+    strategy: str,
+    trials: int | None,
+    total: int | None,
+    timeout: float | None,
+    sampler: str | None,
+    pruner: str | None,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+) -> None:
+    """Materialize the `tuning_studies` partition STRATEGY (a run of the `tuning` job on the instance in
+    DAGSTER_HOME, so it shows in the UI): create or resume its study and add trials."""
+    from quantlab.project import project_dir
+
+    _ensure_dagster_home(project_dir())
+    import dagster as dg
+
+    from quantlab.assets.tuning import ASSET, TUNING_JOB
+    from quantlab.definitions import defs
+
+    config = {
+        "n_trials": trials,
+        "total_trials": total,
+        "timeout_s": timeout,
+        "sampler": sampler,
+        "pruner": pruner,
+        "start": start.date().isoformat() if start else None,
+        "end": end.date().isoformat() if end else None,
+    }
+    try:
+        job = defs.resolve_job_def(TUNING_JOB)
+    except Exception:  # noqa: BLE001 - no tunable strategy: no tuning job
+        raise click.UsageError("no strategy has a `tuning:` block") from None
+    if strategy not in job.partitions_def.get_partition_keys():
+        raise click.UsageError(
+            f"'{strategy}' has no `tuning:` block; tunable: {job.partitions_def.get_partition_keys()}"
+        )
+    result = job.execute_in_process(
+        instance=dg.DagsterInstance.get(),
+        partition_key=strategy,
+        raise_on_error=False,
+        run_config={
+            "loggers": {"console": {"config": {"log_level": "INFO"}}},  # one line per trial
+            "ops": {ASSET: {"config": {k: v for k, v in config.items() if v is not None}}},
+        },
+    )
+    if not result.success:
+        click.echo(f"tuning run {result.run_id} failed; see the Dagster UI for the failing step", err=True)
+        sys.exit(1)
+    meta = result.asset_materializations_for_node(ASSET)[0].metadata
+    click.echo(f"study {meta['study'].value}: {meta['trials'].value} trials in {meta['storage'].value}")
+    click.echo(meta["leaderboard"].value)
+    click.echo(
+        f"counted for the deflated Sharpe of {strategy}: {meta['trials_counted_for_dsr'].value} trials, "
+        f"E[max Sharpe] {meta['expected_max_sharpe'].value:.2f}"
+    )
+    if "tuning_report" in meta:
+        click.echo(f"report: {meta['tuning_report'].value}")
+
+
+def _study_trials(strategy: str, study: str | None):  # noqa: ANN202 - (polars frame, study name)
+    import polars as pl
+
+    from quantlab.resources import Warehouse
+
+    trials = Warehouse().read_table("tuning_trials", where={"strategy": strategy})
+    if trials.is_empty():
+        raise click.UsageError(f"no tuning trials of '{strategy}' in the warehouse: run `quantlab tune run`")
+    if study is None:
+        study = trials.sort("started_at", nulls_last=True).get_column("study").drop_nulls()[-1]
+    rows = trials.filter(pl.col("study") == study)
+    if rows.is_empty():
+        raise click.UsageError(f"no study '{study}' of '{strategy}'; known: {sorted(set(trials['study']))}")
+    return rows, study
+
+
+@tune.command("show")
+@click.argument("strategy")
+@click.option("--study", default=None, help="Study name (default: the strategy's latest).")
+@click.option("--top", type=int, default=10, show_default=True)
+def tune_show(strategy: str, study: str | None, top: int) -> None:
+    """The leaderboard of a study, from the warehouse's `tuning_trials`."""
+    from quantlab.markdown import md_table
+    from quantlab.resources import Warehouse
+    from quantlab.tuning.study import leaderboard, trial_stats
+
+    rows, study = _study_trials(strategy, study)
+    click.echo(f"study {study}: {rows.height} trials")
+    click.echo(md_table(leaderboard(rows, top), max_rows=top))
+    stats = trial_stats(Warehouse().read_table("tuning_trials", where={"strategy": strategy})).row(
+        0, named=True
+    )
+    click.echo(
+        f"counted for the deflated Sharpe of {strategy}: {stats['n_trials']} trials over {stats['studies']} "
+        f"study(ies), variance of their daily Sharpe {stats['sr_variance']}"
+    )
+
+
+@tune.command("promote")
+@click.argument("strategy")
+@click.option("--trial", "number", type=int, required=True, help="Trial number (see `quantlab tune show`).")
+@click.option("--study", default=None, help="Study name (default: the strategy's latest).")
+@click.option("--dry-run", is_flag=True, help="Show the changes, write nothing.")
+def tune_promote(strategy: str, number: int, study: str | None, dry_run: bool) -> None:
+    """Write trial N's parameters into strategies/STRATEGY.yaml as its next version (the previous file is
+    kept in strategies/.history/). Refused for a trial that did not complete or was run on another version."""
+    import polars as pl
+
+    from quantlab.project import load_project
+    from quantlab.tuning.promote import changes, promote
+
+    project = load_project()
+    spec = project.strategies.get(strategy)
+    if spec is None:
+        raise click.UsageError(f"unknown strategy '{strategy}'")
+    rows, study = _study_trials(strategy, study)
+    hit = rows.filter(pl.col("trial") == number)
+    if hit.is_empty():
+        raise click.UsageError(f"study {study} has no trial {number}")
+    trial = hit.row(0, named=True)
+    if trial["state"] != "COMPLETE":
+        raise click.UsageError(f"trial {number} of {study} is {trial['state']}, not COMPLETE")
+    if trial["strategy_version"] != spec.version:
+        raise click.UsageError(
+            f"trial {number} of {study} tuned version {trial['strategy_version']} of '{strategy}', the file is at "
+            f"version {spec.version}: run a study on the current version"
+        )
+    params = json.loads(trial["params"])
+    diff = changes(spec, params)
+    for path, (old, new) in diff.items():
+        click.echo(f"  {path}: {old} -> {new}")
+    if not diff:
+        click.echo(f"trial {number} has the current parameters of '{strategy}': nothing to promote")
+        return
+    if dry_run:
+        click.echo("dry run: nothing written")
+        return
+    path = project.root / "strategies" / f"{strategy}.yaml"
+    try:
+        new, backup = promote(path, params, f"parameters of trial {number} of tuning study {study}")
+    except (ValueError, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{path}: version {spec.version} -> {new.version} (previous version kept in {backup})")

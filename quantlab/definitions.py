@@ -11,12 +11,14 @@ from quantlab.assets.curator import anomaly_scores, ohlcv
 from quantlab.assets.features import features, labels
 from quantlab.assets.strategy_lab import targets
 from quantlab.assets.supervisor import approvals
+from quantlab.assets.tuning import TUNING_JOB, tuning_assets
 from quantlab.assets.world import world_assets
 from quantlab.jobs import HistoryWindow, history_job
 from quantlab.partitions import TRADING_DAYS
 from quantlab.project import Project, project_dir
 from quantlab.resources import MarketData, ProjectFiles, Warehouse
 from quantlab.resources.market_data import default_market_data
+from quantlab.resources.tuning_storage import default_tuning_storage
 from quantlab.sensors import config_sensor
 
 CHAIN_JOB = "daily_chain"
@@ -42,15 +44,28 @@ def build_definitions(
         approvals,
         *world_assets(project),
     ]
+    tuning = tuning_assets(project)
     chain = dg.define_asset_job(
         CHAIN_JOB,
-        selection=dg.AssetSelection.all(),
+        selection=dg.AssetSelection.all() - dg.AssetSelection.groups("tuning"),
         partitions_def=TRADING_DAYS,
         description="The whole chain, ohlcv to world allocation, for one or more trading days.",
     )
+    tuning_jobs = (
+        [
+            dg.define_asset_job(
+                TUNING_JOB,
+                selection=dg.AssetSelection.groups("tuning"),
+                partitions_def=tuning[0].partitions_def,
+                description="One strategy's Optuna study (partition = strategy id); not in the daily chain.",
+            )
+        ]
+        if tuning
+        else []
+    )
     return dg.Definitions(
-        assets=assets,
-        jobs=[chain, history_job(project)],
+        assets=[*assets, *tuning],
+        jobs=[chain, history_job(project), *tuning_jobs],
         sensors=[config_sensor(Path(root), chain)],
         schedules=[
             dg.build_schedule_from_partitioned_job(
@@ -62,6 +77,7 @@ def build_definitions(
             "market_data": market_data or default_market_data(),
             "project_files": ProjectFiles(root=root),
             "history_window": HistoryWindow.configure_at_launch(),
+            "tuning_storage": default_tuning_storage(),
         },
         executor=dg.in_process_executor,
     )

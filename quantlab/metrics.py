@@ -312,11 +312,11 @@ def expected_max_sharpe(n_trials: Any, variance: Any) -> Any:
         raise ValueError("n_trials must be >= 1")
     if np.any(v < 0):
         raise ValueError("variance must be >= 0")
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # N == 1: ndtri(0) = -inf, replaced below
         z = (1.0 - EULER_MASCHERONI) * ndtri(1.0 - 1.0 / n) + EULER_MASCHERONI * ndtri(
             1.0 - 1.0 / (n * math.e)
         )
-    out = np.where(n == 1, 0.0, np.sqrt(v) * z)
+        out = np.where(n == 1, 0.0, np.sqrt(v) * z)
     return _scalar_or_array(out)
 
 

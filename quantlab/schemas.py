@@ -357,6 +357,39 @@ class WorldReturns(pa.DataFrameModel):
         unique = ["world", "date"]
 
 
+class TuningTrials(pa.DataFrameModel):
+    """One row per trial of an Optuna tuning study (`quantlab.tuning`), rewritten whole per study.
+
+    `value` is the objective (penalized in penalty mode); `sharpe` (annualized) and `sr_daily` (per period,
+    what the deflated Sharpe's trial variance uses) are those of the trial's out-of-sample net returns, the
+    folds concatenated (a PRUNED trial: the folds scored before it stopped, and its last reported value);
+    `folds` and `params` are JSON; `feasible` is null without constraints.
+    """
+
+    study: str
+    strategy: str
+    strategy_version: pl.Int64 = pa.Field(ge=1)
+    trial: pl.Int64 = pa.Field(ge=0)
+    state: str = pa.Field(isin=["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"])
+    value: float = pa.Field(nullable=True)
+    sharpe: float = pa.Field(nullable=True)
+    sr_daily: float = pa.Field(nullable=True)
+    max_dd: float = pa.Field(nullable=True)
+    turnover: float = pa.Field(nullable=True)
+    oos_days: pl.Int64 = pa.Field(nullable=True)
+    feasible: bool = pa.Field(nullable=True)
+    params: str
+    folds: str
+    window_start: dt.date
+    window_end: dt.date
+    started_at: dt.datetime = pa.Field(nullable=True)  # UTC, naive
+    duration_s: float = pa.Field(nullable=True)
+
+    class Config:
+        strict = True
+        unique = ["study", "trial"]
+
+
 @dataclass(frozen=True)
 class Table:
     name: str
@@ -392,5 +425,6 @@ TABLES: dict[str, Table] = {
         _table("overrides", Overrides, partition_col=None),
         _table("world_allocations", WorldAllocations, scope=("world",)),
         _table("world_returns", WorldReturns, scope=("world",)),
+        _table("tuning_trials", TuningTrials, partition_col=None, scope=("study",)),
     ]
 }

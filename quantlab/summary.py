@@ -74,6 +74,36 @@ def data_summary(warehouse: Warehouse, day: dt.date, top: int = 5) -> dict[str, 
     return {**counts, "issues": issues, "anomalies": anomalies}
 
 
+def tuning_summary(warehouse: Warehouse, day: dt.date) -> list[dict[str, Any]]:
+    """Per tuned strategy: its trials (all studies), their Sharpe spread, and its full-window Sharpe, PSR and
+    deflated Sharpe on `day` (the KPIs the world gates read)."""
+    from quantlab.tuning.report import multiple_testing
+    from quantlab.tuning.study import trial_stats
+
+    if not warehouse.has_table("tuning_trials"):
+        return []
+    stats = trial_stats(warehouse.read_table("tuning_trials"))
+    kp = (
+        warehouse.read_table("kpis", day, day, where={"window": "full"})
+        if warehouse.has_table("kpis")
+        else None
+    )
+    out = []
+    for r in stats.iter_rows(named=True):
+        row = kp.filter(pl.col("strategy") == r["strategy"]) if kp is not None else pl.DataFrame()
+        k = row.row(0, named=True) if row.height else {}
+        mt = multiple_testing(r["n_trials"], r["sr_variance"])
+        out.append(
+            {
+                **r,
+                "expected_max_sharpe": mt["expected_max_sharpe"],
+                "date": day.isoformat(),
+                **{m: k.get(m) for m in ("sharpe", "psr", "dsr")},
+            }
+        )
+    return out
+
+
 def _fmt(v: Any, pct: bool = False) -> str:
     if v is None:
         return "-"
@@ -125,6 +155,15 @@ def render_text(summary: dict[str, Any]) -> str:
                 "  checks: "
                 + ", ".join(f"{c['check']}={'PASS' if c['passed'] else c['severity']}" for c in checks)
             )
+        out.append("")
+    for t in summary.get("tuning", []):
+        out.append(
+            f"Tuning {t['strategy']}: {t['n_trials']} trials over {t['studies']} study(ies), best out-of-sample "
+            f"Sharpe {_fmt(t['best_sharpe'])}, E[max Sharpe] of that many zero-skill trials {_fmt(t['expected_max_sharpe'])}"
+        )
+        out.append(
+            f"  as of {t['date']}: Sharpe {_fmt(t['sharpe'])}, PSR {_fmt(t['psr'])}, deflated Sharpe {_fmt(t['dsr'])}"
+        )
         out.append("")
     other = [c for c in summary["checks"] if "/" not in c["asset"]]
     if other:

@@ -26,8 +26,8 @@ warnings.filterwarnings("ignore", message=".*(beta|preview).*")
 REPO = Path(__file__).resolve().parents[1]
 BASE = (dt.date(2011, 9, 1), dt.date(2012, 2, 29))  # warm-up: features, strategies and worlds get going
 #: tables a clean five-session range may leave empty (nothing flagged, no stage change, no manual decision,
-#: no refit date of a model strategy)
-MAY_BE_EMPTY = {"quality_issues", "stage_history", "overrides", "models"}
+#: no refit date of a model strategy; tuning studies are not part of the chain)
+MAY_BE_EMPTY = {"quality_issues", "stage_history", "overrides", "models", "tuning_trials"}
 DAYS = sessions(dt.date(2012, 3, 1), dt.date(2012, 3, 7))  # five sessions after the base range
 
 TEST_WORLD = """

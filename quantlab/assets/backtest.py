@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 
 from quantlab.assets.common import StageRun, chain_asset, md_table, write
+from quantlab.assets.tuning import tuning_trials_by_strategy
 from quantlab.backtest.kpis import asof_kpis
 from quantlab.backtest.report import equity_png_name, strategy_report, trades_csv, write_reports
 from quantlab.backtest.run import backtest_strategy, warmup_start
@@ -109,9 +110,14 @@ def run_kpis(warehouse: Warehouse, start: dt.date, end: dt.date) -> StageRun:
         "strategy_returns", end=end, columns=["date", "strategy", "net", "turnover", "long_ret", "short_ret"]
     )
     trades = warehouse.read_table("trades", end=end, columns=["date", "strategy"])
-    out = asof_kpis(history, trades, start, end) if history.height else pl.DataFrame()
+    trials = tuning_trials_by_strategy(warehouse)
+    out = asof_kpis(history, trades, start, end, trials) if history.height else pl.DataFrame()
     n = write(warehouse, "kpis", out, start, end)
     meta: dict = {"rows": n}
+    if trials:
+        meta["tuning_trials"] = dg.MetadataValue.json(
+            {s: {"n_trials": t[0], "sr_variance": t[1]} for s, t in trials.items()}
+        )
     if n:
         last = out.filter((pl.col("date") == pl.col("date").max()) & (pl.col("window") == "full"))
         meta["latest_full_window"] = dg.MetadataValue.md(

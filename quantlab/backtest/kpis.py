@@ -6,6 +6,7 @@ Conventions and formulas live in `quantlab.metrics`; this module only shapes the
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 
 import numpy as np
 import polars as pl
@@ -29,20 +30,37 @@ def returns_matrix(returns: pl.DataFrame, column: str) -> tuple[list[dt.date], l
     return wide.get_column("date").to_list(), strategies, mat
 
 
-def asof_kpis(returns: pl.DataFrame, trades: pl.DataFrame, start: dt.date, end: dt.date) -> pl.DataFrame:
+def asof_kpis(
+    returns: pl.DataFrame,
+    trades: pl.DataFrame,
+    start: dt.date,
+    end: dt.date,
+    trials: Mapping[str, tuple[int, float]] | None = None,
+) -> pl.DataFrame:
     """KPI rows (date in [start, end]) from `strategy_returns` rows covering each strategy's whole history.
 
     `returns` needs date, strategy, net, turnover, long_ret, short_ret; `trades` one row per trade (date,
     strategy). Values at date t use rows up to and including t only. `psr` is against a zero Sharpe; `dsr`
-    equals it until tuning supplies the number of trials and the variance of their Sharpe ratios.
-    `trades`: the number of trades in the window. Leg metrics (`long_*`, `short_*`) are those of the side's
-    gross contribution to the daily return, null over a window where the side never moved (no position).
+    deflates it by `trials` (strategy -> (number of tuning trials, variance of their per-period Sharpe
+    ratios), see `quantlab.tuning.study.dsr_inputs`); a strategy without trials has one: its `dsr` equals its
+    `psr`. `trades`: the number of trades in the window. Leg metrics (`long_*`, `short_*`) are those of the
+    side's gross contribution to the daily return, null over a window where the side never moved (no
+    position).
     """
     dates, strategies, net = returns_matrix(returns, "net")
     if not strategies:
         return pl.DataFrame()
     turnover = returns_matrix(returns, "turnover")[2]
-    out = metrics.asof_kpis(net, turnover, KPI_WINDOWS)
+    tried = {s: trials[s] for s in strategies if s in (trials or {})}
+    deflate = (
+        {
+            "n_trials": np.array([tried.get(s, (1, 0.0))[0] for s in strategies], dtype=np.float64),
+            "trials_sr_variance": np.array([tried.get(s, (1, 0.0))[1] for s in strategies]),
+        }
+        if tried
+        else {}
+    )
+    out = metrics.asof_kpis(net, turnover, KPI_WINDOWS, **deflate)
     alive = np.where(np.isnan(net), np.nan, 0.0)  # NaN before inception, 0 after: adds counts as of each date
     counts = trades.group_by("date", "strategy").len("n")
     per_day = alive + _aligned(counts, dates, strategies, "n")
@@ -60,7 +78,7 @@ def asof_kpis(returns: pl.DataFrame, trades: pl.DataFrame, start: dt.date, end: 
     frames = []
     for window in KPI_WINDOWS:
         cols = {m: out[f"{m}_{window}"][keep] for m in (*KPI_METRICS, "psr")}
-        cols["dsr"] = cols["psr"]  # one trial: DSR == PSR against 0 (tuning supplies trial counts)
+        cols["dsr"] = out["dsr"][keep] if deflate else cols["psr"]  # since inception, as psr; 1 trial: == psr
         n_days, n_strat = cols["sharpe"].shape
         frame = pl.DataFrame(
             {

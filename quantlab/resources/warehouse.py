@@ -180,11 +180,21 @@ class Warehouse(DuckDBResource):
         where = " AND ".join([f"{spec.partition_col} BETWEEN ? AND ?", *[f'"{k}" = ?' for k in scope]])
         return self._swap(table, df, where, [start, end, *scope.values()])
 
-    def replace_all(self, table: str, df: pl.DataFrame) -> int:
-        """Atomically replace every row of a non-partitioned table (schema-checked like `replace`)."""
-        if TABLES[table].partition_col is not None:
-            raise ValueError(f"table '{table}' is partitioned by {TABLES[table].partition_col}: use replace")
-        return self._swap(table, validate(table, df), "TRUE", [])
+    def replace_all(self, table: str, df: pl.DataFrame, scope: Mapping[str, str] | None = None) -> int:
+        """Atomically replace every row of a non-partitioned table, or of its `scope` (e.g. one study of
+        `tuning_trials`) when the table's writes are scoped (schema-checked like `replace`)."""
+        spec = TABLES[table]
+        if spec.partition_col is not None:
+            raise ValueError(f"table '{table}' is partitioned by {spec.partition_col}: use replace")
+        scope = dict(scope or {})
+        if set(scope) != set(spec.scope):
+            raise ValueError(f"table '{table}' writes are scoped by {spec.scope}, got {tuple(scope)}")
+        df = validate(table, df)
+        for key, value in scope.items():
+            if df.height and (df.get_column(key) != value).any():
+                raise ValueError(f"rows for '{table}' fall outside the scope {key}={value}")
+        where = " AND ".join(f'"{k}" = ?' for k in scope) or "TRUE"
+        return self._swap(table, df, where, list(scope.values()))
 
     def append(self, table: str, df: pl.DataFrame) -> int:
         """Insert rows into an append-only, non-partitioned table (e.g. `overrides`), schema-checked first."""

@@ -411,15 +411,41 @@ class TuningParam(Strict):
         return [cast(self.low), cast(self.high)]
 
 
+class TuningConstraints(Strict):
+    """Limits on a trial's out-of-sample track: Optuna constraints (`handling: constraint`, the TPE sampler
+    then prefers feasible trials and the leaderboard ranks infeasible ones last) or a penalty subtracted from
+    the objective (`handling: penalty`: `penalty * sum(max(0, value / limit - 1))`)."""
+
+    max_drawdown: float | None = Field(default=None, gt=0, le=1, description="Worst fold max drawdown.")
+    max_turnover: float | None = Field(default=None, gt=0, description="Mean daily turnover.")
+    handling: Literal["constraint", "penalty"] = "constraint"
+    penalty: float = Field(default=1.0, gt=0, description="Objective units per 100% breach (penalty mode).")
+
+    @model_validator(mode="after")
+    def _some(self) -> TuningConstraints:
+        if self.max_drawdown is None and self.max_turnover is None:
+            raise ValueError("give `max_drawdown` and/or `max_turnover`")
+        return self
+
+
 class Tuning(Strict):
-    """The search space of an Optuna study over this strategy (see issue 9's tuning job)."""
+    """The search space of an Optuna study over this strategy and how trials are scored (`quantlab.tuning`).
+
+    `folds` walk-forward test segments of the study window; `purge` sessions (default: the longest
+    `rebalance.every` + `execution.lag` of the search space, so no position decided in one fold earns
+    returns in the next) plus `embargo` sessions are left out at the start of every fold but the first.
+    """
 
     params: dict[str, TuningParam] = Field(min_length=1, description="Dotted path in this file -> range.")
     objective: Literal["sharpe", "sortino", "calmar"] = "sharpe"
     n_trials: int = Field(default=100, ge=1, le=100_000)
     timeout_s: float | None = Field(default=None, gt=0)
     sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["none", "median"] = "none"
     folds: int = Field(default=5, ge=2, le=20)
+    purge: int | None = Field(default=None, ge=0, le=252, description="Sessions; default: holding horizon.")
+    embargo: int = Field(default=0, ge=0, le=252, description="Extra sessions left out after the purge.")
+    constraints: TuningConstraints | None = None
     seed: int = 7
 
 
