@@ -53,8 +53,13 @@ def build_definitions(
         jobs=[chain, history_job(project)],
         sensors=[config_sensor(Path(root), chain)],
         schedules=[
+            # 00:30 UTC requests the trading day that just ended (19:30/20:30 New York time, after the close);
+            # a tick whose previous day is not an NYSE session requests nothing.
             dg.build_schedule_from_partitioned_job(
-                chain, hour_of_day=22, minute_of_hour=30, description="The daily chain after the NYSE close."
+                chain,
+                hour_of_day=0,
+                minute_of_hour=30,
+                description="The daily chain for each NYSE session, after the close (00:30 UTC).",
             )
         ],
         resources={

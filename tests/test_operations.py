@@ -1,0 +1,192 @@
+"""The operations paths of the README, end to end: the daily schedule, a ranged single-run backfill from the
+`dagster` CLI, a job backfill queued from the CLI and executed by `dagster-daemon run`, and the
+`quantlab checks report` / `quantlab status` commands on what they wrote. Each test has its own temporary
+DAGSTER_HOME (the repository's dagster.yaml) and warehouse; the data is the embedded dataset.
+"""
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from e2e import BIN, LOCATION, Stack, checks_report, make_stack, run_cli, server, wait_for
+
+from quantlab.calendar import all_sessions, sessions
+from quantlab.definitions import CHAIN_JOB, build_definitions
+from quantlab.resources import MarketData, Warehouse
+
+SYMBOLS = 5  # the embedded dataset in 2013: AAPL, FB, GOOG, IBM, MSFT
+WORLDS = ("core_equity", "momentum_lab")
+
+
+def _tick(schedule: dg.ScheduleDefinition, at: str) -> list[dg.RunRequest]:
+    when = dt.datetime.fromisoformat(at).replace(tzinfo=dt.UTC)
+    return list(schedule.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=when)).run_requests)
+
+
+def test_schedule_runs_each_session_after_the_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """00:30 UTC (evening in New York) requests the session that just closed, nothing after a weekend day
+    or a holiday; on the synthetic dataset, which reaches today, the requested run succeeds."""
+    monkeypatch.setenv("QUANTLAB_ARTIFACTS", str(tmp_path / "artifacts"))
+    defs = build_definitions(
+        warehouse=Warehouse(database=str(tmp_path / "w.duckdb")),
+        market_data=MarketData(dataset="synthetic", synthetic_symbols=4),
+    )
+    (schedule,) = defs.get_repository_def().schedule_defs
+    assert schedule.job_name == CHAIN_JOB
+    assert [r.partition_key for r in _tick(schedule, "2013-03-01T00:30")] == ["2013-02-28"]  # Thursday
+    assert [r.partition_key for r in _tick(schedule, "2013-03-02T00:30")] == ["2013-03-01"]  # Friday
+    assert _tick(schedule, "2013-03-03T00:30") == [] and _tick(schedule, "2013-03-04T00:30") == []  # weekend
+    assert _tick(schedule, "2013-02-19T00:30") == []  # Presidents' Day 2013-02-18
+    assert _tick(schedule, "2012-10-30T00:30") == []  # hurricane Sandy closed the NYSE on 2012-10-29
+
+    today = dt.datetime.now(dt.UTC).date()
+    last = max(d for d in all_sessions() if d < today)
+    (request,) = _tick(schedule, f"{last + dt.timedelta(days=1)}T00:30")
+    assert request.partition_key == last.isoformat()
+    instance = dg.DagsterInstance.ephemeral()
+    result = defs.resolve_job_def(CHAIN_JOB).execute_in_process(
+        instance=instance, partition_key=request.partition_key, tags=request.tags
+    )
+    assert result.success
+    bars = Warehouse(database=str(tmp_path / "w.duckdb")).read_table("ohlcv", last, last)
+    assert bars.height == 4
+
+
+def _rows_per_date(db: Path, table: str, days: list[dt.date]) -> dict[str, int]:
+    df = Warehouse(database=str(db)).read(
+        f"SELECT date, count(*) AS n FROM {table} WHERE date BETWEEN ? AND ? GROUP BY date",
+        [days[0], days[-1]],
+    )
+    return {d.isoformat(): n for d, n in df.iter_rows()}
+
+
+def _assert_chain_rows(stack: Stack, days: list[dt.date]) -> None:
+    """Every date of `days` has its bars, features and each world's decision and rule results."""
+    want = {d.isoformat() for d in days}
+    assert _rows_per_date(stack.warehouse, "ohlcv", days) == dict.fromkeys(want, SYMBOLS)
+    assert set(_rows_per_date(stack.warehouse, "features", days)) == want
+    decisions = Warehouse(database=str(stack.warehouse)).read(
+        "SELECT world, date, count(*) AS n FROM world_decisions WHERE date BETWEEN ? AND ? GROUP BY ALL",
+        [days[0], days[-1]],
+    )
+    assert {(w, d.isoformat()) for w, d, _ in decisions.iter_rows()} == {(w, d) for w in WORLDS for d in want}
+    assert set(_rows_per_date(stack.warehouse, "rule_results", days)) == want
+
+
+@pytest.mark.slow
+def test_ranged_backfill_from_the_dagster_cli(tmp_path: Path) -> None:
+    """`dagster asset materialize --partition-range` runs the range in ONE run (single-run backfill policy);
+    the check report of a date in it is read back from the warehouse, as JSON, with exit code 0."""
+    stack = make_stack(tmp_path)
+    days = sessions(dt.date(2013, 2, 25), dt.date(2013, 2, 28))
+    out = run_cli(
+        stack,
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "quantlab.definitions",
+        "--select",
+        "*",
+        "--partition-range",
+        f"{days[0]}...{days[-1]}",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    _assert_chain_rows(stack, days)
+
+    instance = dg.DagsterInstance.from_config(str(stack.home))
+    (run,) = instance.get_runs()
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    assert run.tags["dagster/asset_partition_range_start"] == days[0].isoformat()
+    assert run.tags["dagster/asset_partition_range_end"] == days[-1].isoformat()
+    # run artifacts, linked from the materialization metadata
+    event = instance.get_latest_materialization_event(dg.AssetKey("ohlcv"))
+    report = Path(event.asset_materialization.metadata["quality_report"].value)
+    assert report.is_file() and report.parent == stack.artifacts / "runs" / run.run_id / "reports"
+
+    code, rows = checks_report(stack, "2013-02-27")
+    assert code == 0
+    by_check = {r["check"]: r for r in rows}
+    assert {"schema", "missing_session", "anomalies"} <= set(by_check)
+    for world in WORLDS:
+        assert {f"{world}_data_currency", f"{world}_gates", f"{world}_budgets"} <= set(by_check)
+    assert all(r["warehouse"]["passed"] for r in rows), rows
+    assert by_check["schema"]["warehouse"]["reason"] == f"{SYMBOLS} bars stored"
+    # a ranged run stores no check evaluation per partition: the report says so (planned, no verdict)
+    assert all(r["dagster"] is None or r["dagster"]["passed"] is None for r in rows)
+
+    world = run_cli(stack, "quantlab", "checks", "report", "--date", "2013-02-27", "--world", "core_equity")
+    assert (
+        world.returncode == 0 and "core_equity_gates" in world.stdout and "momentum_lab" not in world.stdout
+    )
+    nothing = run_cli(stack, "quantlab", "checks", "report", "--date", "2013-01-02", "--json")
+    assert nothing.returncode == 2 and "nothing recorded for 2013-01-02" in nothing.stderr
+
+
+def _job_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(filters=dg.RunsFilter(job_name=CHAIN_JOB)))
+
+
+@pytest.mark.slow
+def test_job_backfill_from_the_cli_is_executed_by_the_daemon(tmp_path: Path) -> None:
+    """`dagster job backfill -w workspace.yaml` queues one run per partition; `dagster-daemon run` on the
+    same workspace (same code-location name) executes them, one at a time in date order; each single-partition
+    run records its check evaluations per partition, which `quantlab checks report` shows."""
+    stack = make_stack(tmp_path)
+    days = sessions(dt.date(2013, 2, 26), dt.date(2013, 2, 27))
+    log = tmp_path / "daemon.log"
+    with server([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], stack.env(), log) as daemon:
+        out = run_cli(
+            stack,
+            "dagster",
+            "job",
+            "backfill",
+            "-w",
+            "workspace.yaml",
+            "-l",
+            LOCATION,
+            "-j",
+            CHAIN_JOB,
+            "--from",
+            days[0].isoformat(),
+            "--to",
+            days[-1].isoformat(),
+            "--noprompt",
+        )
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+        instance = dg.DagsterInstance.from_config(str(stack.home))
+
+        def finished() -> bool:
+            assert daemon.poll() is None, log.read_text()[-3000:]
+            runs = _job_runs(instance)
+            failed = [
+                r.run_id
+                for r in runs
+                if r.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+            ]
+            assert not failed, f"runs failed: {failed}\n{log.read_text()[-3000:]}"
+            return len(runs) == len(days) and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+
+        wait_for("the backfill's runs to succeed", finished, timeout=300, log=log)
+
+    runs = sorted(_job_runs(instance), key=lambda r: r.tags["dagster/partition"])
+    assert [r.tags["dagster/partition"] for r in runs] == [d.isoformat() for d in days]
+    assert len({r.tags["dagster/backfill"] for r in runs}) == 1
+    assert all(r.remote_job_origin.location_name == LOCATION for r in runs)
+    stats = [instance.get_run_stats(r.run_id) for r in runs]
+    assert stats[0].end_time <= stats[1].start_time  # one at a time, in date order (dagster.yaml)
+    _assert_chain_rows(stack, days)
+
+    code, rows = checks_report(stack, days[-1].isoformat())
+    assert code == 0
+    assert all(r["dagster"]["passed"] is True and r["dagster"]["run_id"] == runs[-1].run_id for r in rows), (
+        rows
+    )
+
+    status = run_cli(stack, "quantlab", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    latest = {a["asset"]: a for a in json.loads(status.stdout)["assets"]}
+    assert latest["ohlcv"]["partition"] == days[-1].isoformat()
+    assert latest["world_allocation/core_equity"]["run_id"] == runs[-1].run_id
