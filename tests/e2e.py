@@ -101,9 +101,11 @@ def run_cli(stack: Stack, *args: str, timeout: float = 300, env: dict[str, str] 
     )
 
 
-def checks_report(stack: Stack, day: str, *extra: str) -> tuple[int, list[dict[str, Any]]]:
+def checks_report(
+    stack: Stack, day: str, *extra: str, env: dict[str, str] | None = None
+) -> tuple[int, list[dict[str, Any]]]:
     """`quantlab checks report --date DAY --json`: exit code and the parsed rows."""
-    out = run_cli(stack, "quantlab", "checks", "report", "--date", day, "--json", *extra)
+    out = run_cli(stack, "quantlab", "checks", "report", "--date", day, "--json", *extra, env=env)
     assert out.returncode in (0, 1), out.stderr
     return out.returncode, json.loads(out.stdout)
 
