@@ -159,7 +159,10 @@ def demo(start: dt.datetime | None, end: dt.datetime | None, recent: int) -> Non
         "data": data_summary(warehouse, last),
         "worlds": [world_summary(warehouse, w, last) for w in sorted(load_project().worlds)],
     }
-    (artifacts / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    run_file = artifacts / "summary.json"  # the last run's own summary (quantlab.run_artifacts) is kept
+    if run_file.exists():
+        summary["run"] = json.loads(run_file.read_text())
+    run_file.write_text(json.dumps(summary, indent=2, default=str))
     text = render_text(summary)
     (artifacts / "summary.txt").write_text(text + "\n")
     click.echo(text)

@@ -17,6 +17,7 @@ from quantlab.partitions import TRADING_DAYS
 from quantlab.project import Project, project_dir
 from quantlab.resources import MarketData, ProjectFiles, Warehouse
 from quantlab.resources.market_data import default_market_data
+from quantlab.run_artifacts import RUN_ARTIFACT_HOOKS
 from quantlab.sensors import config_sensor
 
 CHAIN_JOB = "daily_chain"
@@ -47,6 +48,7 @@ def build_definitions(
         selection=dg.AssetSelection.all(),
         partitions_def=TRADING_DAYS,
         description="The whole chain, ohlcv to world allocation, for one or more trading days.",
+        hooks=RUN_ARTIFACT_HOOKS,
     )
     return dg.Definitions(
         assets=assets,

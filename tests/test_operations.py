@@ -52,6 +52,17 @@ def test_schedule_runs_each_session_after_the_close(tmp_path: Path, monkeypatch:
     assert result.success
     bars = Warehouse(database=str(tmp_path / "w.duckdb")).read_table("ohlcv", last, last)
     assert bars.height == 4
+    # the run's artifacts: pipeline.log and summary.json beside the stage reports, linked from the metadata
+    run_dir = tmp_path / "artifacts" / "runs" / result.run_id
+    log = (run_dir / "pipeline.log").read_text()
+    assert "STEP_SUCCESS" in log and "world_allocation__core_equity" in log
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["job"] == CHAIN_JOB and summary["tags"]["dagster/partition"] == last.isoformat()
+    assert set(summary["steps"].values()) == {"success"} and len(summary["steps"]) == 12
+    assert summary["assets"]["ohlcv"]["first"] == last.isoformat()
+    quality = Path(summary["assets"]["ohlcv"]["reports"]["quality_report"])
+    assert quality.parent == run_dir / "reports" and quality.is_file()
+    assert {c["check"] for c in summary["checks"]} >= {"missing_session", "core_equity_gates"}
 
 
 def _rows_per_date(db: Path, table: str, days: list[dt.date]) -> dict[str, int]:
