@@ -369,6 +369,40 @@ def checks_report(day: dt.datetime, world_id: str | None, as_json: bool) -> None
 
 
 @main.command()
+@click.option(
+    "--date", "day", type=click.DateTime(["%Y-%m-%d"]), required=True, help="As-of date (partition)."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder (default: <artifacts>/reports/<date>).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the files written as JSON.")
+def report(day: dt.datetime, out: Path | None, as_json: bool) -> None:
+    """Write the markdown reports of a date from the warehouse: asset checks, approvals, worlds, backtest
+    summary (with charts) and the date's trades. Exit 2 when the warehouse holds nothing for the date."""
+    import dagster as dg
+
+    from quantlab.project import load_project
+    from quantlab.reports import write_date_reports
+    from quantlab.resources import ProjectFiles, Warehouse
+
+    warehouse, d = Warehouse(), day.date()
+    if warehouse.read_table("ohlcv", d, d, columns=["symbol"]).is_empty():
+        click.echo(f"nothing recorded for {d} in {warehouse.database}", err=True)
+        sys.exit(2)
+    folder = out or ProjectFiles().artifacts_dir() / "reports" / d.isoformat()
+    written = write_date_reports(dg.DagsterInstance.get(), warehouse, load_project(), d, folder)
+    if as_json:
+        click.echo(json.dumps([str(f) for f in written]))
+    else:
+        click.echo(f"reports of {d} in {folder}:")
+        for f in written:
+            click.echo(f"  {f}")
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     """Latest materialized partition of every asset (Dagster instance), checks whose latest evaluation

@@ -135,6 +135,17 @@ def test_ranged_backfill_from_the_dagster_cli(tmp_path: Path) -> None:
     nothing = run_cli(stack, "quantlab", "checks", "report", "--date", "2013-01-02", "--json")
     assert nothing.returncode == 2 and "nothing recorded for 2013-01-02" in nothing.stderr
 
+    out = run_cli(stack, "quantlab", "report", "--date", "2013-02-27", "--out", str(tmp_path / "r"), "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert {Path(f).name for f in json.loads(out.stdout)} >= {"checks.md", "approvals.md", "worlds.md"}
+    assert (
+        "| ohlcv | schema | blocking | - | PASS | 0 | 5 bars stored |"
+        in (tmp_path / "r" / "checks.md").read_text()
+    )
+    worlds = (tmp_path / "r" / "worlds.md").read_text()
+    assert all(f"## {w}\n\nPolicy {w}@v1" in worlds for w in WORLDS)
+    assert run_cli(stack, "quantlab", "report", "--date", "2013-01-02").returncode == 2
+
 
 def _job_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     return list(instance.get_runs(filters=dg.RunsFilter(job_name=CHAIN_JOB)))
