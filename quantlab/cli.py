@@ -33,7 +33,8 @@ def main() -> None:
 
 
 @main.command()
-def validate() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the error too).")
+def validate(as_json: bool) -> None:
     """Validate every strategy and world file (and supervisor.yaml, curator.yaml); exit 1 on a bad file."""
     from quantlab.project import load_project
 
@@ -42,9 +43,21 @@ def validate() -> None:
         strategies, worlds = project.strategies, project.worlds
         project.supervisor, project.curator, project.feature_sets  # noqa: B018 - loading validates them
     except ConfigError as exc:
-        click.echo(str(exc), err=True)
+        click.echo(json.dumps({"ok": False, "error": str(exc)}) if as_json else str(exc), err=True)
         sys.exit(1)
-    click.echo(f"ok: {len(strategies)} strategies, {len(worlds)} worlds in {project.root}")
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ok": True,
+                    "root": str(project.root),
+                    "strategies": sorted(strategies),
+                    "worlds": sorted(worlds),
+                }
+            )
+        )
+    else:
+        click.echo(f"ok: {len(strategies)} strategies, {len(worlds)} worlds in {project.root}")
 
 
 def _range_tags(start: dt.date, end: dt.date) -> dict[str, str]:

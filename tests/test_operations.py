@@ -145,6 +145,8 @@ def test_ranged_backfill_from_the_dagster_cli(tmp_path: Path) -> None:
     worlds = (tmp_path / "r" / "worlds.md").read_text()
     assert all(f"## {w}\n\nPolicy {w}@v1" in worlds for w in WORLDS)
     assert run_cli(stack, "quantlab", "report", "--date", "2013-01-02").returncode == 2
+    valid = run_cli(stack, "quantlab", "validate", "--json")
+    assert valid.returncode == 0 and json.loads(valid.stdout)["worlds"] == list(WORLDS)
 
 
 def _job_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
