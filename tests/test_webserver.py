@@ -1,13 +1,15 @@
 """The UI path, end to end: `dagster dev -w workspace.yaml` started from Python on a free port with a
 temporary DAGSTER_HOME and warehouse (one server for the whole module). Over GraphQL: a run of one partition
-(DagsterGraphQLClient) and a partition backfill (`launchPartitionBackfill`), then the check executions per
-partition (`assetCheckExecutions`); from the CLI: `dagster job backfill` on the same workspace, executed by
-the server's daemon; in Debian's chromium (headless, driven by playwright): the asset graph, a world check's
-page and a run page, with screenshots in artifacts/test-screenshots/.
+(DagsterGraphQLClient) and a backfill of the job's partitions (`launchPartitionBackfill`, one ranged run by
+the backfill policy); from the CLI: `dagster job backfill` on the same workspace (one run per partition),
+executed by the server's daemon; then the check executions per partition (`assetCheckExecutions`) and the
+run artifacts. In Debian's chromium (headless, driven by playwright): the asset graph, a world check's page
+and a run page, with screenshots in artifacts/test-screenshots/.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -222,6 +224,12 @@ def test_runs_and_backfills_record_their_checks(
         code, rows = checks_report(dev.stack, day, "--world", "core_equity")
         assert code == 0 and WORLD_CHECK[1] in {r["check"] for r in rows}
         assert all(r["warehouse"]["passed"] and r["dagster"]["passed"] is None for r in rows), rows
+    summary = json.loads((dev.stack.artifacts / "runs" / graphql_run / "summary.json").read_text())
+    assert summary["tags"] == {"dagster/partition": RUN_DAY} and set(summary["steps"].values()) == {"success"}
+    assert (
+        "world_allocation__core_equity STEP_SUCCESS"
+        in (dev.stack.artifacts / "runs" / graphql_run / "pipeline.log").read_text()
+    )
     code, rows = checks_report(dev.stack, CLI_DAYS[-1])
     assert code == 0
     assert all(r["dagster"]["passed"] and r["dagster"]["run_id"] == run_of[CLI_DAYS[-1]] for r in rows), rows
