@@ -1,7 +1,8 @@
-"""The operations paths of the README, end to end: the daily schedule, a ranged single-run backfill from the
-`dagster` CLI, a job backfill queued from the CLI and executed by `dagster-daemon run`, and the
-`quantlab checks report` / `quantlab status` commands on what they wrote. Each test has its own temporary
-DAGSTER_HOME (the repository's dagster.yaml) and warehouse; the data is the embedded dataset.
+"""The operations paths of the README, end to end: the daily schedule (and the run artifacts of the run it
+requests), a ranged single-run backfill from the `dagster` CLI, and the `quantlab checks report`, `report`
+and `validate` commands on what it wrote. (Job backfills executed by a daemon: tests/test_webserver.py and
+tests/test_postgres_instance.py.) Each test has its own temporary DAGSTER_HOME (the repository's
+dagster.yaml) and warehouse; the data is the embedded dataset (the schedule's run: the synthetic one).
 """
 
 import datetime as dt
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from e2e import BIN, LOCATION, Stack, checks_report, make_stack, run_cli, server, wait_for
+from e2e import Stack, checks_report, make_stack, run_cli
 
 from quantlab.calendar import all_sessions, sessions
 from quantlab.definitions import CHAIN_JOB, build_definitions
@@ -147,70 +148,3 @@ def test_ranged_backfill_from_the_dagster_cli(tmp_path: Path) -> None:
     assert run_cli(stack, "quantlab", "report", "--date", "2013-01-02").returncode == 2
     valid = run_cli(stack, "quantlab", "validate", "--json")
     assert valid.returncode == 0 and json.loads(valid.stdout)["worlds"] == list(WORLDS)
-
-
-def _job_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
-    return list(instance.get_runs(filters=dg.RunsFilter(job_name=CHAIN_JOB)))
-
-
-@pytest.mark.slow
-def test_job_backfill_from_the_cli_is_executed_by_the_daemon(tmp_path: Path) -> None:
-    """`dagster job backfill -w workspace.yaml` queues one run per partition; `dagster-daemon run` on the
-    same workspace (same code-location name) executes them, one at a time in date order; each single-partition
-    run records its check evaluations per partition, which `quantlab checks report` shows."""
-    stack = make_stack(tmp_path)
-    days = sessions(dt.date(2013, 2, 26), dt.date(2013, 2, 27))
-    log = tmp_path / "daemon.log"
-    with server([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], stack.env(), log) as daemon:
-        out = run_cli(
-            stack,
-            "dagster",
-            "job",
-            "backfill",
-            "-w",
-            "workspace.yaml",
-            "-l",
-            LOCATION,
-            "-j",
-            CHAIN_JOB,
-            "--from",
-            days[0].isoformat(),
-            "--to",
-            days[-1].isoformat(),
-            "--noprompt",
-        )
-        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-        instance = dg.DagsterInstance.from_config(str(stack.home))
-
-        def finished() -> bool:
-            assert daemon.poll() is None, log.read_text()[-3000:]
-            runs = _job_runs(instance)
-            failed = [
-                r.run_id
-                for r in runs
-                if r.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
-            ]
-            assert not failed, f"runs failed: {failed}\n{log.read_text()[-3000:]}"
-            return len(runs) == len(days) and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-
-        wait_for("the backfill's runs to succeed", finished, timeout=300, log=log)
-
-    runs = sorted(_job_runs(instance), key=lambda r: r.tags["dagster/partition"])
-    assert [r.tags["dagster/partition"] for r in runs] == [d.isoformat() for d in days]
-    assert len({r.tags["dagster/backfill"] for r in runs}) == 1
-    assert all(r.remote_job_origin.location_name == LOCATION for r in runs)
-    stats = [instance.get_run_stats(r.run_id) for r in runs]
-    assert stats[0].end_time <= stats[1].start_time  # one at a time, in date order (dagster.yaml)
-    _assert_chain_rows(stack, days)
-
-    code, rows = checks_report(stack, days[-1].isoformat())
-    assert code == 0
-    assert all(r["dagster"]["passed"] is True and r["dagster"]["run_id"] == runs[-1].run_id for r in rows), (
-        rows
-    )
-
-    status = run_cli(stack, "quantlab", "status", "--json")
-    assert status.returncode == 0, status.stderr
-    latest = {a["asset"]: a for a in json.loads(status.stdout)["assets"]}
-    assert latest["ohlcv"]["partition"] == days[-1].isoformat()
-    assert latest["world_allocation/core_equity"]["run_id"] == runs[-1].run_id

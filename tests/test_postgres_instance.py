@@ -1,7 +1,8 @@
 """The Postgres instance profile (deploy/dagster.postgres.yaml) against a real PostgreSQL server that the test
 starts from Debian's package (initdb into a temporary folder, pg_ctl on a free port; as the `postgres` user
-when the tests run as root, since PostgreSQL refuses to run as root). A partitioned materialization from the
-dagster CLI on that instance leaves its run, its events and its per-partition check history in Postgres.
+when the tests run as root, since PostgreSQL refuses to run as root). The team set-up: a standalone
+`dagster-daemon run` on that instance executes a partition backfill queued with `dagster job backfill`; the
+run, its events, its per-partition check history and the daemon's heartbeats are in Postgres.
 """
 
 from __future__ import annotations
@@ -16,7 +17,20 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from e2e import REPO, checks_report, free_port, make_stack, require_binary, run_cli
+from e2e import (
+    BIN,
+    LOCATION,
+    REPO,
+    checks_report,
+    free_port,
+    make_stack,
+    require_binary,
+    run_cli,
+    server,
+    wait_for,
+)
+
+from quantlab.definitions import CHAIN_JOB
 
 pytestmark = pytest.mark.slow
 
@@ -96,29 +110,53 @@ def _sql(pg: dict[str, str], query: str) -> list[tuple]:
         return cur.fetchall()
 
 
-def test_partitioned_materialization_on_the_postgres_profile(
+def test_daemon_runs_a_cli_backfill_on_the_postgres_profile(
     postgres: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stack = make_stack(tmp_path, REPO / "deploy" / "dagster.postgres.yaml")
     env = stack.env(**postgres)
-    out = run_cli(
-        stack,
-        "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "quantlab.definitions",
-        "--select",
-        "*",
-        "--partition",
-        DAY,
-        env=env,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
+    for key, value in postgres.items():  # the profile reads the DAGSTER_PG_* variables
+        monkeypatch.setenv(key, value)
+    instance = dg.DagsterInstance.from_config(
+        str(stack.home)
+    )  # creates the schema once, before the processes
+    log = tmp_path / "daemon.log"
+    with server([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env, log) as daemon:
+        out = run_cli(
+            stack,
+            "dagster",
+            "job",
+            "backfill",
+            "-w",
+            "workspace.yaml",
+            "-l",
+            LOCATION,
+            "-j",
+            CHAIN_JOB,
+            "--from",
+            DAY,
+            "--to",
+            DAY,
+            "--noprompt",
+            env=env,
+        )
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+
+        def finished() -> bool:
+            assert daemon.poll() is None, log.read_text()[-3000:]
+            runs = instance.get_runs()
+            assert all(r.status != dg.DagsterRunStatus.FAILURE for r in runs), log.read_text()[-3000:]
+            return len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS
+
+        wait_for("the daemon to run the backfill", finished, timeout=300, log=log)
+
     # nothing of the instance is in DAGSTER_HOME's SQLite files: it is all in Postgres
     assert not list(stack.home.rglob("*.db"))
-    ((run_id, status),) = _sql(postgres, "SELECT run_id, status FROM runs")
-    assert status == "SUCCESS"
+    ((run_id, status, partition),) = _sql(
+        postgres,
+        "SELECT run_id, status, (SELECT value FROM run_tags t WHERE t.run_id = r.run_id AND key = 'dagster/partition') FROM runs r",
+    )
+    assert (status, partition) == ("SUCCESS", DAY)
     materialized = _sql(
         postgres,
         "SELECT asset_key, partition FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'",
@@ -126,11 +164,10 @@ def test_partitioned_materialization_on_the_postgres_profile(
     assert {p for _, p in materialized} == {DAY} and len(materialized) == 12  # the whole chain
     checks = _sql(postgres, "SELECT check_name, partition, execution_status FROM asset_check_executions")
     assert {(p, s) for _, p, s in checks} == {(DAY, "SUCCEEDED")} and len(checks) == 27
-
-    # Python (and the CLI) read the same instance through the profile
-    for key, value in postgres.items():
-        monkeypatch.setenv(key, value)
-    instance = dg.DagsterInstance.from_config(str(stack.home))
-    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
+    assert {t for (t,) in _sql(postgres, "SELECT daemon_type FROM daemon_heartbeats")} >= {
+        "BACKFILL",
+        "QUEUED_RUN_COORDINATOR",
+    }
+    # the quantlab CLI reads the same instance through the profile
     code, rows = checks_report(stack, DAY, env=env)
     assert code == 0 and all(r["dagster"]["passed"] and r["dagster"]["run_id"] == run_id for r in rows), rows

@@ -230,6 +230,11 @@ def test_runs_and_backfills_record_their_checks(
         "world_allocation__core_equity STEP_SUCCESS"
         in (dev.stack.artifacts / "runs" / graphql_run / "pipeline.log").read_text()
     )
+    status = run_cli(dev.stack, "quantlab", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    latest = {a["asset"]: a for a in json.loads(status.stdout)["assets"]}
+    assert latest["ohlcv"]["partition"] == CLI_DAYS[-1]
+    assert latest["world_allocation/core_equity"]["run_id"] == run_of[CLI_DAYS[-1]]
     code, rows = checks_report(dev.stack, CLI_DAYS[-1])
     assert code == 0
     assert all(r["dagster"]["passed"] and r["dagster"]["run_id"] == run_of[CLI_DAYS[-1]] for r in rows), rows
@@ -254,6 +259,8 @@ def test_ui_in_a_real_browser(
         )
         try:
             page = context.new_page()
+            skip = page.get_by_role("button", name="Skip")  # Dagster's first-visit newsletter dialog
+            page.add_locator_handler(page.get_by_text("Join the Dagster community"), lambda: skip.click())
 
             def shows(path: str, texts: list[str], shot: str, click: str | None = None) -> str:
                 """Open `path` (clicking `click` once it shows), wait until the page shows every text."""
@@ -264,7 +271,6 @@ def test_ui_in_a_real_browser(
                 while not all(t in (body := page.inner_text("body")) for t in texts):
                     assert time.monotonic() < deadline, f"{path} does not show {texts}:\n{body[:3000]}"
                     page.wait_for_timeout(500)
-                skip = page.get_by_role("button", name="Skip")  # Dagster's first-visit newsletter dialog
                 if skip.count():
                     skip.first.click()
                 page.screenshot(path=str(SCREENSHOTS / shot), full_page=True)
