@@ -11,9 +11,11 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from click.testing import CliRunner, Result
 from e2e import Stack, checks_report, make_stack, run_cli
 
 from quantlab.calendar import all_sessions, sessions
+from quantlab.cli import main
 from quantlab.definitions import CHAIN_JOB, build_definitions
 from quantlab.resources import MarketData, Warehouse
 
@@ -129,22 +131,24 @@ def test_ranged_backfill_from_the_dagster_cli(tmp_path: Path) -> None:
     # a ranged run stores no check evaluation per partition: the report says so (planned, no verdict)
     assert all(r["dagster"] is None or r["dagster"]["passed"] is None for r in rows)
 
-    world = run_cli(stack, "quantlab", "checks", "report", "--date", "2013-02-27", "--world", "core_equity")
-    assert (
-        world.returncode == 0 and "core_equity_gates" in world.stdout and "momentum_lab" not in world.stdout
-    )
-    nothing = run_cli(stack, "quantlab", "checks", "report", "--date", "2013-01-02", "--json")
-    assert nothing.returncode == 2 and "nothing recorded for 2013-01-02" in nothing.stderr
+    # the other commands in-process (same code, no interpreter start-up)
+    runner = CliRunner()
 
-    out = run_cli(stack, "quantlab", "report", "--date", "2013-02-27", "--out", str(tmp_path / "r"), "--json")
-    assert out.returncode == 0, out.stderr[-3000:]
+    def ql(*args: str) -> Result:
+        return runner.invoke(main, list(args), env=stack.env())
+
+    world = ql("checks", "report", "--date", "2013-02-27", "--world", "core_equity")
+    assert world.exit_code == 0 and "core_equity_gates" in world.stdout and "momentum_lab" not in world.stdout
+    nothing = ql("checks", "report", "--date", "2013-01-02", "--json")
+    assert nothing.exit_code == 2 and "nothing recorded for 2013-01-02" in nothing.stderr
+
+    out = ql("report", "--date", "2013-02-27", "--out", str(tmp_path / "r"), "--json")
+    assert out.exit_code == 0, out.output
     assert {Path(f).name for f in json.loads(out.stdout)} >= {"checks.md", "approvals.md", "worlds.md"}
-    assert (
-        "| ohlcv | schema | blocking | - | PASS | 0 | 5 bars stored |"
-        in (tmp_path / "r" / "checks.md").read_text()
-    )
+    checks_md = (tmp_path / "r" / "checks.md").read_text()
+    assert "| ohlcv | schema | blocking | - | PASS | 0 | 5 bars stored |" in checks_md
     worlds = (tmp_path / "r" / "worlds.md").read_text()
     assert all(f"## {w}\n\nPolicy {w}@v1" in worlds for w in WORLDS)
-    assert run_cli(stack, "quantlab", "report", "--date", "2013-01-02").returncode == 2
-    valid = run_cli(stack, "quantlab", "validate", "--json")
-    assert valid.returncode == 0 and json.loads(valid.stdout)["worlds"] == list(WORLDS)
+    assert ql("report", "--date", "2013-01-02").exit_code == 2
+    valid = ql("validate", "--json")
+    assert valid.exit_code == 0 and json.loads(valid.stdout)["worlds"] == list(WORLDS)
