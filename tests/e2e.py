@@ -23,7 +23,9 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import dagster as dg
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,11 +83,14 @@ class Stack:
         return env
 
 
-def make_stack(root: Path, instance_yaml: Path = REPO / "dagster.yaml") -> Stack:
-    """A stack whose DAGSTER_HOME holds `instance_yaml` as dagster.yaml (what `make` does)."""
+def make_stack(root: Path, instance_yaml: Path = REPO / "dagster.yaml", **instance_env: str) -> Stack:
+    """A stack whose DAGSTER_HOME holds `instance_yaml` as dagster.yaml (what `make` does), its storage
+    created once here: a daemon and a CLI command started together on an empty instance race to create it."""
     stack = Stack(root)
     stack.home.mkdir(parents=True)
     shutil.copy(instance_yaml, stack.home / "dagster.yaml")
+    with mock.patch.dict(os.environ, instance_env):
+        dg.DagsterInstance.from_config(str(stack.home)).dispose()
     return stack
 
 

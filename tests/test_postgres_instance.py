@@ -113,13 +113,11 @@ def _sql(pg: dict[str, str], query: str) -> list[tuple]:
 def test_daemon_runs_a_cli_backfill_on_the_postgres_profile(
     postgres: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stack = make_stack(tmp_path, REPO / "deploy" / "dagster.postgres.yaml")
+    stack = make_stack(tmp_path, REPO / "deploy" / "dagster.postgres.yaml", **postgres)
     env = stack.env(**postgres)
     for key, value in postgres.items():  # the profile reads the DAGSTER_PG_* variables
         monkeypatch.setenv(key, value)
-    instance = dg.DagsterInstance.from_config(
-        str(stack.home)
-    )  # creates the schema once, before the processes
+    instance = dg.DagsterInstance.from_config(str(stack.home))
     log = tmp_path / "daemon.log"
     with server([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env, log) as daemon:
         out = run_cli(
