@@ -33,7 +33,8 @@ def main() -> None:
 
 
 @main.command()
-def validate() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the error too).")
+def validate(as_json: bool) -> None:
     """Validate every strategy and world file (and supervisor.yaml, curator.yaml); exit 1 on a bad file."""
     from quantlab.project import load_project
 
@@ -42,9 +43,21 @@ def validate() -> None:
         strategies, worlds = project.strategies, project.worlds
         project.supervisor, project.curator, project.feature_sets  # noqa: B018 - loading validates them
     except ConfigError as exc:
-        click.echo(str(exc), err=True)
+        click.echo(json.dumps({"ok": False, "error": str(exc)}) if as_json else str(exc), err=True)
         sys.exit(1)
-    click.echo(f"ok: {len(strategies)} strategies, {len(worlds)} worlds in {project.root}")
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ok": True,
+                    "root": str(project.root),
+                    "strategies": sorted(strategies),
+                    "worlds": sorted(worlds),
+                }
+            )
+        )
+    else:
+        click.echo(f"ok: {len(strategies)} strategies, {len(worlds)} worlds in {project.root}")
 
 
 def _range_tags(start: dt.date, end: dt.date) -> dict[str, str]:
@@ -161,7 +174,10 @@ def demo(start: dt.datetime | None, end: dt.datetime | None, recent: int) -> Non
         "worlds": [world_summary(warehouse, w, last) for w in sorted(load_project().worlds)],
         "tuning": tuning_summary(warehouse, last),
     }
-    (artifacts / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    run_file = artifacts / "summary.json"  # the last run's own summary (quantlab.run_artifacts) is kept
+    if run_file.exists():
+        summary["run"] = json.loads(run_file.read_text())
+    run_file.write_text(json.dumps(summary, indent=2, default=str))
     text = render_text(summary)
     (artifacts / "summary.txt").write_text(text + "\n")
     click.echo(text)
@@ -393,6 +409,40 @@ def checks_report(day: dt.datetime, world_id: str | None, as_json: bool) -> None
                 f"{verdict(r['warehouse']['passed']):<10}{r['warehouse']['failing']:>7}  {r['warehouse']['reason'][:90]}"
             )
     sys.exit(1 if blocking_failed(rows) else 0)
+
+
+@main.command()
+@click.option(
+    "--date", "day", type=click.DateTime(["%Y-%m-%d"]), required=True, help="As-of date (partition)."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder (default: <artifacts>/reports/<date>).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the files written as JSON.")
+def report(day: dt.datetime, out: Path | None, as_json: bool) -> None:
+    """Write the markdown reports of a date from the warehouse: asset checks, approvals, worlds, backtest
+    summary (with charts) and the date's trades. Exit 2 when the warehouse holds nothing for the date."""
+    import dagster as dg
+
+    from quantlab.project import load_project
+    from quantlab.reports import write_date_reports
+    from quantlab.resources import ProjectFiles, Warehouse
+
+    warehouse, d = Warehouse(), day.date()
+    if warehouse.read_table("ohlcv", d, d, columns=["symbol"]).is_empty():
+        click.echo(f"nothing recorded for {d} in {warehouse.database}", err=True)
+        sys.exit(2)
+    folder = out or ProjectFiles().artifacts_dir() / "reports" / d.isoformat()
+    written = write_date_reports(dg.DagsterInstance.get(), warehouse, load_project(), d, folder)
+    if as_json:
+        click.echo(json.dumps([str(f) for f in written]))
+    else:
+        click.echo(f"reports of {d} in {folder}:")
+        for f in written:
+            click.echo(f"  {f}")
 
 
 @main.command()

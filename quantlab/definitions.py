@@ -19,6 +19,7 @@ from quantlab.project import Project, project_dir
 from quantlab.resources import MarketData, ProjectFiles, Warehouse
 from quantlab.resources.market_data import default_market_data
 from quantlab.resources.tuning_storage import default_tuning_storage
+from quantlab.run_artifacts import RUN_ARTIFACT_HOOKS
 from quantlab.sensors import config_sensor
 
 CHAIN_JOB = "daily_chain"
@@ -50,6 +51,7 @@ def build_definitions(
         selection=dg.AssetSelection.all() - dg.AssetSelection.groups("tuning"),
         partitions_def=TRADING_DAYS,
         description="The whole chain, ohlcv to world allocation, for one or more trading days.",
+        hooks=RUN_ARTIFACT_HOOKS,
     )
     tuning_jobs = (
         [
@@ -68,8 +70,13 @@ def build_definitions(
         jobs=[chain, history_job(project), *tuning_jobs],
         sensors=[config_sensor(Path(root), chain)],
         schedules=[
+            # 00:30 UTC requests the trading day that just ended (19:30/20:30 New York time, after the close);
+            # a tick whose previous day is not an NYSE session requests nothing.
             dg.build_schedule_from_partitioned_job(
-                chain, hour_of_day=22, minute_of_hour=30, description="The daily chain after the NYSE close."
+                chain,
+                hour_of_day=0,
+                minute_of_hour=30,
+                description="The daily chain for each NYSE session, after the close (00:30 UTC).",
             )
         ],
         resources={

@@ -25,6 +25,7 @@ from quantlab.assets.supervisor import run_approvals
 from quantlab.assets.world import run_world_allocation, run_world_evaluation
 from quantlab.project import Project
 from quantlab.resources import MarketData, ProjectFiles, Warehouse
+from quantlab.run_artifacts import RUN_ARTIFACT_HOOKS
 
 HISTORY_JOB = "history"
 
@@ -119,4 +120,4 @@ def history_job(project: Project) -> dg.JobDefinition:
         for evaluation, allocation in worlds:
             allocation(evaluation(done))
 
-    return _graph.to_job(executor_def=dg.in_process_executor)
+    return _graph.to_job(executor_def=dg.in_process_executor, hooks=RUN_ARTIFACT_HOOKS)

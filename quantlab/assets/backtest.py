@@ -63,11 +63,11 @@ def run_strategy_returns(
     )
     metadata = {"rows": n, "trades": trade_rows.height, "summary": dg.MetadataValue.md(md_table(summary))}
     if run_dir is not None and n:
-        metadata.update(_reports(warehouse, list(specs), end, trade_rows, run_dir))
+        metadata.update(write_backtest_reports(warehouse, list(specs), end, trade_rows, run_dir))
     return StageRun(metadata=metadata)
 
 
-def _reports(
+def write_backtest_reports(
     warehouse: Warehouse, strategies: list[str], end: dt.date, trade_rows: pl.DataFrame, run_dir: Path
 ) -> dict[str, dg.MetadataValue]:
     """backtest_summary.md (+ charts) over each strategy's track up to `end`, and the run's trades.csv."""

@@ -24,8 +24,12 @@ class ProjectFiles(dg.ConfigurableResource):
     def load(self) -> Project:
         return Project(Path(self.root))
 
+    def artifacts_dir(self) -> Path:
+        """`<artifacts>`: QUANTLAB_ARTIFACTS, else `<root>/artifacts`."""
+        return Path(self.artifacts or Path(self.root) / "artifacts")
+
     def run_dir(self, run_id: str) -> Path:
         """`<artifacts>/runs/<run_id>`, created."""
-        path = Path(self.artifacts or Path(self.root) / "artifacts") / "runs" / run_id
+        path = self.artifacts_dir() / "runs" / run_id
         path.mkdir(parents=True, exist_ok=True)
         return path
