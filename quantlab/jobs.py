@@ -62,7 +62,7 @@ CHAIN: list[tuple[str, Runner]] = [
     ("targets", lambda w, m, p, a, b, r: run_targets(w, m, p, a, b, r)),
     ("strategy_returns", lambda w, m, p, a, b, r: run_strategy_returns(w, p, a, b, r)),
     ("kpis", lambda w, m, p, a, b, r: run_kpis(w, a, b)),
-    ("approvals", lambda w, m, p, a, b, r: run_approvals(w, p, a, b)),
+    ("approvals", lambda w, m, p, a, b, r: run_approvals(w, p, a, b, r)),
 ]
 
 
