@@ -98,7 +98,9 @@ def _world_op(project: Project, world_id: str, kind: str) -> dg.OpDefinition:
                 warehouse, project, world, *window, project_files.run_dir(context.run_id)
             )
         else:
-            run = run_world_allocation(warehouse, project, world, *window)
+            run = run_world_allocation(
+                warehouse, project, world, *window, project_files.run_dir(context.run_id)
+            )
         _finish(context, f"world_{kind}/{world_id}", run)
 
     return _op
