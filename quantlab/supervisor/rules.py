@@ -27,13 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from quantlab.supervisor.spec import RiskLimits, Rule, ScoreFloor
+from quantlab.supervisor.spec import RiskLimits
 
-_W = pl.col("w")
-_BY = ("date", "strategy")
 _EPS = 1e-12
 RULES = tuple(RiskLimits.model_fields)
 _ACTIONS = ("flag", "scale", "reject")
+_FLAG, _SCALE, _REJECT = 0, 1, 2
 
 AUDIT_SCHEMA = {
     "date": pl.Date,
@@ -54,208 +53,156 @@ class Supervision:
     audit: pl.DataFrame
 
 
-def _conviction() -> pl.Expr:
-    return (pl.col("score") * _W.sign()).fill_null(-np.inf).fill_nan(-np.inf)
+@dataclass
+class _Book:
+    """Rows sorted by (strategy, date, symbol) as integer codes, grouped by (strategy, date)."""
+
+    s: np.ndarray
+    d: np.ndarray
+    n: np.ndarray
+    target: np.ndarray
+    w: np.ndarray
+    score: np.ndarray
+    grp: np.ndarray  # group of each row
+    starts: np.ndarray  # first row of each group
+    g_s: np.ndarray  # strategy code of each group
+    g_d: np.ndarray  # date code of each group
+    max_dd: np.ndarray  # per group
+
+    def reduce(self, ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
+        return ufunc.reduceat(values, self.starts) if len(self.starts) else np.zeros(0)
 
 
-def _measure(name: str, rule: Rule | ScoreFloor) -> pl.Expr:
-    held = _W != 0
+def _rule_arrays(name: str, per: list[RiskLimits]) -> tuple[np.ndarray, np.ndarray]:
+    """Per strategy code: the rule's limit (NaN when absent) and action code (-1 when absent)."""
+    rules = [getattr(lim, name) for lim in per]
+    limit = np.array([np.nan if r is None else float(r.limit) for r in rules])
+    action = np.array([-1 if r is None else _ACTIONS.index(r.action) for r in rules])
+    return limit, action
+
+
+def _measure(name: str, b: _Book, lim_row: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rule's measure per group (and, for `min_score`, the number of names below the floor)."""
+    w, held = b.w, b.w != 0
     if name == "max_drawdown":
-        return pl.col("max_dd").fill_null(0.0)
+        return np.nan_to_num(b.max_dd, nan=0.0), None
     if name == "min_score":
-        return pl.when(held).then(_conviction()).min().over(_BY)
+        conv = np.nan_to_num(b.score * np.sign(w), nan=-np.inf)
+        below = held & (conv < lim_row)
+        return b.reduce(np.minimum, np.where(held, conv, np.inf)), b.reduce(np.add, below.astype(np.int64))
     if name == "max_positions":
-        return held.sum().over(_BY).cast(pl.Float64)
+        return b.reduce(np.add, held.astype(np.float64)), None
     if name == "max_symbol_weight":
-        return _W.abs().max().over(_BY)
+        return b.reduce(np.maximum, np.abs(w)), None
     if name == "max_long_gross":
-        return _W.clip(lower_bound=0.0).sum().over(_BY)
+        return b.reduce(np.add, np.maximum(w, 0.0)), None
     if name == "max_short_gross":
-        return (-_W).clip(lower_bound=0.0).sum().over(_BY)
+        return b.reduce(np.add, np.maximum(-w, 0.0)), None
     if name == "max_gross":
-        return _W.abs().sum().over(_BY)
-    return _W.sum().over(_BY).abs()  # max_net
+        return b.reduce(np.add, np.abs(w)), None
+    return np.abs(b.reduce(np.add, w)), None  # max_net
 
 
-def _scaled(name: str, rule: Rule | ScoreFloor, hit: pl.Expr) -> pl.Expr:
-    m = pl.col("_m")
+def _scale(name: str, b: _Book, scale_g: np.ndarray, lim_g: np.ndarray, m_g: np.ndarray) -> None:
+    """Apply `scale` in place to the rows of the groups in `scale_g`."""
+    on = scale_g[b.grp]
+    w = b.w
+    lim_row = lim_g[b.grp]
     if name == "min_score":
-        return pl.when((_W != 0) & (_conviction() < rule.limit)).then(0.0).otherwise(_W)
-    if name == "max_positions":
-        keep = _W.abs().rank("ordinal", descending=True).over(_BY) <= rule.limit
-        return pl.when(keep).then(_W).otherwise(0.0)
-    if name == "max_symbol_weight":
-        return _W.clip(-rule.limit, rule.limit)
-    if name == "max_long_gross":
-        return pl.when(hit & (_W > 0)).then(_W * rule.limit / m).otherwise(_W)
-    if name == "max_short_gross":
-        return pl.when(hit & (_W < 0)).then(_W * rule.limit / m).otherwise(_W)
-    if name in ("max_gross", "max_net"):
-        return pl.when(hit).then(_W * rule.limit / m).otherwise(_W)
-    return _W  # drawdown cannot be scaled away: scale acts as flag
-
-
-def _text(name: str, rule: Rule | ScoreFloor) -> pl.Expr:
-    head = f"{name}[{rule.action}]"
-    if name == "min_score":
-        below = ((_W != 0) & (_conviction() < rule.limit)).sum().over(_BY)
-        lowest = pl.col("_m").round(4).cast(pl.String)
-        return pl.format(f"{head}: {{}} names below {rule.limit:g} (lowest {{}})", below, lowest)
-    return pl.format(f"{head}: {{}} > {rule.limit:g}", pl.col("_m").round(4))
-
-
-def _append(flags: pl.Expr, text: pl.Expr) -> pl.Expr:
-    return pl.when(flags == "").then(text).otherwise(pl.concat_str([flags, text], separator="; "))
-
-
-def _vector_rules(df: pl.DataFrame, limits: RiskLimits) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
-    """Rules 1-8 on the rows of strategies sharing `limits` (vectorized over dates and strategies)."""
-    audits = []
-    for name in RULES[:-1]:
-        rule = getattr(limits, name)
-        if rule is None:
-            continue
-        df = df.with_columns(_m=_measure(name, rule))
-        hit = (
-            (pl.col("_m") < rule.limit - _EPS) if name == "min_score" else (pl.col("_m") > rule.limit + _EPS)
-        )
-        df = df.with_columns(_hit=hit.fill_null(False), _t=_text(name, rule))
-        audits.append(
-            df.filter("_hit")
-            .unique(subset=list(_BY), keep="first")
-            .select(
-                *_BY,
-                rule=pl.lit(name),
-                action=pl.lit(rule.action),
-                limit=pl.lit(float(rule.limit)),
-                measured=pl.col("_m"),
-                reason=pl.col("_t"),
-            )
-        )
-        df = df.with_columns(
-            w=_scaled(name, rule, pl.col("_hit")) if rule.action == "scale" else _W,
-            flags=pl.when("_hit").then(_append(pl.col("flags"), pl.col("_t"))).otherwise(pl.col("flags")),
-            rejected=pl.col("rejected") | (pl.col("_hit") & pl.lit(rule.action == "reject")),
-        )
-    return df.drop("_m", "_hit", "_t", strict=False), audits
-
-
-def _index(values: pl.Series, keys: list) -> np.ndarray:
-    return values.replace_strict(keys, list(range(len(keys))), return_dtype=pl.Int64).to_numpy()
+        conv = np.nan_to_num(b.score * np.sign(w), nan=-np.inf)
+        w[on & (w != 0) & (conv < lim_row)] = 0.0
+    elif name == "max_positions":
+        idx = np.flatnonzero(on)
+        if idx.size:
+            order = np.lexsort((idx, -np.abs(w[idx]), b.grp[idx]))  # |w| descending, ties by symbol
+            g_sorted = b.grp[idx][order]
+            first = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
+            rank = np.arange(idx.size) - np.repeat(first, np.diff(np.r_[first, idx.size]))
+            w[idx[order[rank >= lim_g[g_sorted]]]] = 0.0
+    elif name == "max_symbol_weight":
+        np.copyto(w, np.clip(w, -lim_row, lim_row), where=on)
+    elif name in ("max_long_gross", "max_short_gross", "max_gross", "max_net"):
+        factor = np.where(scale_g, lim_g / np.where(m_g > 0, m_g, 1.0), 1.0)[b.grp]
+        side = w > 0 if name == "max_long_gross" else w < 0 if name == "max_short_gross" else np.ones_like(on)
+        np.copyto(w, w * factor, where=side)
+    # max_drawdown cannot be scaled away: scale acts as flag
 
 
 def _turnover(
-    df: pl.DataFrame,
-    presence: pl.DataFrame,
-    limits: Mapping[str, RiskLimits],
-    previous: pl.DataFrame,
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Rule 9 in date order over the strategies that have it; returns the rows and the audit rows."""
-    ids = sorted(s for s, lim in limits.items() if lim.max_turnover is not None)
-    if not ids:
-        return df, pl.DataFrame(schema=AUDIT_SCHEMA)
-    sub = df.filter(pl.col("strategy").is_in(ids)).sort("date", "strategy", "symbol")
-    rest = df.filter(~pl.col("strategy").is_in(ids))
-    pres = presence.filter(pl.col("strategy").is_in(ids)).sort("date", "strategy")
-    prev_rows = previous.filter(pl.col("strategy").is_in(ids) & (pl.col("approved_weight") != 0))
-    symbols = sorted(set(sub.get_column("symbol")) | set(prev_rows.get_column("symbol")))
-    days = pres.get_column("date").unique().sort()
-    n_s, n_n = len(ids), len(symbols)
-    lim = np.array([limits[s].max_turnover.limit for s in ids])  # type: ignore[union-attr]
-    act = np.array([_ACTIONS.index(limits[s].max_turnover.action) for s in ids])  # type: ignore[union-attr]
-
-    day_of = {d: k for k, d in enumerate(days.to_list())}
-    r_day = sub.get_column("date").replace_strict(day_of, return_dtype=pl.Int64).to_numpy()
-    r_s, r_n = _index(sub.get_column("strategy"), ids), _index(sub.get_column("symbol"), symbols)
-    r_w = np.where(sub.get_column("rejected").to_numpy(), 0.0, sub.get_column("w").to_numpy())
-    r_rej = sub.get_column("rejected").to_numpy()
-    p_day = pres.get_column("date").replace_strict(day_of, return_dtype=pl.Int64).to_numpy()
-    p_s = _index(pres.get_column("strategy"), ids)
-    r_ptr = np.searchsorted(r_day, np.arange(len(days) + 1))
-    p_ptr = np.searchsorted(p_day, np.arange(len(days) + 1))
-
-    held = np.zeros((n_s, n_n))
-    if prev_rows.height:
-        held[
-            _index(prev_rows.get_column("strategy"), ids), _index(prev_rows.get_column("symbol"), symbols)
-        ] = prev_rows.get_column("approved_weight").to_numpy()
-    new_w = np.empty(len(r_w))
-    to_out = np.zeros(len(p_s))
-    hit_out = np.zeros(len(p_s), dtype=bool)
-    extra: list[tuple[int, int, int, float]] = []
-    for k in range(len(days)):
-        rows = slice(r_ptr[k], r_ptr[k + 1])
-        present = p_s[p_ptr[k] : p_ptr[k + 1]]
-        rs, rn = r_s[rows], r_n[rows]
+    b: _Book,
+    rejected: np.ndarray,
+    pres_s: np.ndarray,
+    pres_d: np.ndarray,
+    per: list[RiskLimits],
+    n_dates: int,
+    n_syms: int,
+    held: np.ndarray,
+) -> tuple[list[tuple], tuple[np.ndarray, ...]]:
+    """Rule 9 in date order. Updates `b.w` (and `rejected`, per group); returns the hits (strategy, date,
+    measured) and the extra rows (strategy, date, symbol, weight) a partial move keeps."""
+    limit, action = _rule_arrays("max_turnover", per)
+    has = action >= 0
+    n_s = len(per)
+    group_of = {(int(s), int(d)): g for g, (s, d) in enumerate(zip(b.g_s, b.g_d, strict=True))}
+    keep = has[pres_s]
+    pres_s, pres_d = pres_s[keep], pres_d[keep]
+    order = np.lexsort((pres_s, pres_d))
+    pres_s, pres_d = pres_s[order], pres_d[order]
+    rows = np.flatnonzero(has[b.s])
+    rows = rows[np.argsort(b.d[rows], kind="stable")]
+    r_ptr = np.searchsorted(b.d[rows], np.arange(n_dates + 1))
+    p_ptr = np.searchsorted(pres_d, np.arange(n_dates + 1))
+    lim = np.where(has, limit, np.inf)
+    hits: list[tuple] = []
+    extra: list[tuple[np.ndarray, ...]] = []
+    for k in np.flatnonzero(np.diff(p_ptr)):
+        r = rows[r_ptr[k] : r_ptr[k + 1]]
+        present = pres_s[p_ptr[k] : p_ptr[k + 1]]
+        rs, rn = b.s[r], b.n[r]
+        rej = np.zeros(n_s, dtype=bool)
+        rej[rs] = rejected[b.grp[r]]
         cand = held.copy()
         cand[present] = 0.0
-        cand[rs, rn] = r_w[rows]
-        rej = np.zeros(n_s, dtype=bool)
-        rej[rs] = r_rej[rows]
+        cand[rs, rn] = np.where(rej[rs], 0.0, b.w[r])
         diff = cand - held
         to = np.abs(diff).sum(axis=1)
         on = np.zeros(n_s, dtype=bool)
         on[present] = True
         hit = on & ~rej & (to > lim + _EPS)
-        factor = np.where(hit & (act == 1), lim / np.where(to > 0, to, 1.0), 1.0)
-        final = held + diff * factor[:, None]
-        final[hit & (act == 2)] = 0.0
-        new_w[rows] = final[rs, rn]
-        to_out[p_ptr[k] : p_ptr[k + 1]] = to[present]
-        hit_out[p_ptr[k] : p_ptr[k + 1]] = hit[present]
-        scaled = np.flatnonzero(hit & (act == 1))
-        if scaled.size:
-            known = np.zeros((n_s, n_n), dtype=bool)
-            known[rs, rn] = True
-            si, ni = np.nonzero((final[scaled] != 0) & ~known[scaled])
-            extra.extend(
-                (k, int(scaled[a]), int(b), float(final[scaled[a], b])) for a, b in zip(si, ni, strict=True)
-            )
-        held = final
+        final = cand
+        if hit.any():
+            scaled = hit & (action == _SCALE)
+            factor = np.where(scaled, lim / np.where(to > 0, to, 1.0), 1.0)
+            final = held + diff * factor[:, None]
+            final[hit & (action == _REJECT)] = 0.0
+            for s in np.flatnonzero(hit):
+                hits.append((int(s), int(k), float(to[s])))
+                g = group_of.get((int(s), int(k)))
+                if g is not None and action[s] == _REJECT:
+                    rejected[g] = True
+            if scaled.any():
+                known = np.zeros((n_s, n_syms), dtype=bool)
+                known[rs, rn] = True
+                si, ni = np.nonzero((final != 0) & ~known & scaled[:, None])
+                if si.size:
+                    extra.append((si, np.full(si.size, k), ni, final[si, ni]))
+            b.w[r] = final[rs, rn]
+        held[present] = final[present]
+    cols = (
+        tuple(np.concatenate(c) if extra else np.zeros(0) for c in zip(*extra, strict=True))
+        if extra
+        else (
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0),
+        )
+    )
+    return hits, cols
 
-    sub = sub.with_columns(w=pl.Series(new_w))
-    if extra:
-        k_, s_, n_, w_ = zip(*extra, strict=True)
-        sub = pl.concat(
-            [
-                sub,
-                pl.DataFrame(
-                    {
-                        "date": days.gather(list(k_)),
-                        "strategy": [ids[i] for i in s_],
-                        "symbol": [symbols[i] for i in n_],
-                        "weight": 0.0,
-                        "w": list(w_),
-                        "rejected": False,
-                    }
-                ).join(sub.unique(subset=list(_BY)).select(*_BY, "flags"), on=_BY, how="left"),
-            ],
-            how="diagonal_relaxed",
-        )
-    rule_of = {s: limits[s].max_turnover for s in ids}
-    measured = pres.with_columns(measured=pl.Series(to_out), _hit=pl.Series(hit_out)).filter("_hit")
-    audit = measured.select(
-        *_BY,
-        rule=pl.lit("max_turnover"),
-        action=pl.col("strategy").replace_strict({s: r.action for s, r in rule_of.items()}),  # type: ignore[union-attr]
-        limit=pl.col("strategy").replace_strict({s: float(r.limit) for s, r in rule_of.items()}),  # type: ignore[union-attr]
-        measured="measured",
-    ).with_columns(
-        reason=pl.format(
-            "max_turnover[{}]: {} > {}", "action", pl.col("measured").round(4), pl.col("limit").round(6)
-        )
-    )
-    sub = (
-        sub.join(audit.select(*_BY, "action", _t="reason"), on=_BY, how="left")
-        .with_columns(
-            flags=pl.when(pl.col("_t").is_not_null())
-            .then(_append(pl.col("flags").fill_null(""), pl.col("_t")))
-            .otherwise(pl.col("flags").fill_null("")),
-            rejected=pl.col("rejected") | (pl.col("action") == "reject").fill_null(False),
-        )
-        .drop("_t", "action")
-    )
-    return pl.concat([rest, sub], how="diagonal_relaxed"), audit.select(list(AUDIT_SCHEMA))
+
+def _codes(values: pl.Series, keys: list) -> np.ndarray:
+    return values.cast(pl.Enum(keys)).to_physical().to_numpy().astype(np.int64)
 
 
 def supervise(
@@ -273,51 +220,233 @@ def supervise(
     (strategy, symbol, approved_weight), the state of `max_turnover`.
     """
     ids = sorted(targets.get_column("strategy").unique().to_list())
-    per = {s: limits for s in ids} if isinstance(limits, RiskLimits) else {s: limits[s] for s in ids}
+    per = [limits if isinstance(limits, RiskLimits) else limits[s] for s in ids]
     if "score" not in targets.columns:
         targets = targets.with_columns(score=pl.lit(None, dtype=pl.Float64))
-    presence = targets.select(*_BY).unique()
-    df = (
-        targets.filter(pl.col("weight") != 0)
-        .select(*_BY, "symbol", "weight", pl.col("score").cast(pl.Float64))
-        .sort("strategy", "date", "symbol")  # deterministic ties for max_positions scaling
-        .join(kpis_full.select(*_BY, "max_dd"), on=_BY, how="left")
-        .with_columns(w=pl.col("weight"), flags=pl.lit(""), rejected=pl.lit(False))
-    )
-    groups: dict[RiskLimits, list[str]] = {}
-    for s in ids:
-        groups.setdefault(per[s], []).append(s)
-    parts, audits = [], []
-    for lim, members in groups.items():
-        part, audit = _vector_rules(df.filter(pl.col("strategy").is_in(members)), lim)
-        parts.append(part)
-        audits.extend(audit)
-    df = pl.concat(parts) if parts else df
     prev = (
         previous
         if previous is not None
         else pl.DataFrame(schema={"strategy": pl.String, "symbol": pl.String, "approved_weight": pl.Float64})
     )
-    df, turnover_audit = _turnover(df, presence, per, prev)
-    approvals = df.select(
+    prev = prev.filter(pl.col("strategy").is_in(ids) & (pl.col("approved_weight") != 0))
+    held_df = targets.filter(pl.col("weight") != 0)
+    syms = sorted(
+        set(held_df.get_column("symbol").unique().to_list()) | set(prev.get_column("symbol").to_list())
+    )
+    dates = targets.get_column("date").unique().sort()
+    first_day = int(dates.cast(pl.Int32).min()) if dates.len() else 0
+    n_days = int(dates.cast(pl.Int32).max()) - first_day + 1 if dates.len() else 1
+    df = held_df.select(
+        s=pl.col("strategy").cast(pl.Enum(ids)).to_physical().cast(pl.Int64),
+        d=(pl.col("date").cast(pl.Int32) - first_day).cast(pl.Int64),
+        n=pl.col("symbol").cast(pl.Enum(syms)).to_physical().cast(pl.Int64),
+        weight=pl.col("weight").cast(pl.Float64),
+        score=pl.col("score").cast(pl.Float64),
+    )
+    cols = {c: df.get_column(c).to_numpy() for c in df.columns}
+    order = np.argsort((cols["s"] * n_days + cols["d"]) * max(len(syms), 1) + cols["n"], kind="stable")
+    s, d, n = cols["s"][order], cols["d"][order], cols["n"][order]
+    kp = kpis_full.filter(pl.col("strategy").is_in(ids)).select(
+        s=pl.col("strategy").cast(pl.Enum(ids)).to_physical().cast(pl.Int64),
+        d=(pl.col("date").cast(pl.Int32) - first_day).cast(pl.Int64),
+        max_dd=pl.col("max_dd").cast(pl.Float64),
+    )
+    new = np.ones(len(s), dtype=bool)
+    new[1:] = (s[1:] != s[:-1]) | (d[1:] != d[:-1])
+    starts = np.flatnonzero(new)
+    groups = pl.DataFrame({"s": s[starts], "d": d[starts]}).join(
+        kp, on=["s", "d"], how="left", maintain_order="left"
+    )
+    target = cols["weight"][order]
+    b = _Book(
+        s=s,
+        d=d,
+        n=n,
+        target=target,
+        w=target.copy(),
+        score=cols["score"][order],
+        grp=np.cumsum(new) - 1,
+        starts=starts,
+        g_s=s[starts],
+        g_d=d[starts],
+        max_dd=groups.get_column("max_dd").to_numpy(),
+    )
+    rejected = np.zeros(len(starts), dtype=bool)
+    audit_parts: list[dict] = []
+    for rank, name in enumerate(RULES[:-1]):
+        limit, action = _rule_arrays(name, per)
+        if (action < 0).all():
+            continue
+        lim_g, act_g = limit[b.g_s], action[b.g_s]
+        m_g, below = _measure(name, b, lim_g[b.grp])
+        with np.errstate(invalid="ignore"):
+            hit = (act_g >= 0) & ((m_g < lim_g - _EPS) if name == "min_score" else (m_g > lim_g + _EPS))
+        if not hit.any():
+            continue
+        g = np.flatnonzero(hit)
+        audit_parts.append(
+            {
+                "g": g,
+                "rank": np.full(g.size, rank),
+                "action": act_g[g],
+                "limit": lim_g[g],
+                "measured": m_g[g],
+                "below": below[g] if below is not None else np.zeros(g.size, dtype=np.int64),
+            }
+        )
+        _scale(name, b, hit & (act_g == _SCALE), lim_g, m_g)
+        rejected |= hit & (act_g == _REJECT)
+    pres_key = np.unique(
+        targets.select(
+            key=pl.col("strategy").cast(pl.Enum(ids)).to_physical().cast(pl.Int64) * n_days
+            + (pl.col("date").cast(pl.Int32) - first_day).cast(pl.Int64)
+        )
+        .get_column("key")
+        .to_numpy()
+    )
+    held = np.zeros((len(ids), len(syms)))
+    if prev.height:
+        held[_codes(prev.get_column("strategy"), ids), _codes(prev.get_column("symbol"), syms)] = (
+            prev.get_column("approved_weight").to_numpy()
+        )
+    hits, extra = _turnover(b, rejected, pres_key // n_days, pres_key % n_days, per, n_days, len(syms), held)
+    return _assemble(b, rejected, audit_parts, hits, extra, ids, syms, first_day, per)
+
+
+def _assemble(
+    b: _Book,
+    rejected: np.ndarray,
+    audit_parts: list[dict],
+    hits: list[tuple],
+    extra: tuple[np.ndarray, ...],
+    ids: list[str],
+    syms: list[str],
+    first_day: int,
+    per: list[RiskLimits],
+) -> Supervision:
+    """Approvals and audit frames from the arrays (codes back to strings, flags and reasons)."""
+    t_limit, t_action = _rule_arrays("max_turnover", per)
+    ts = np.array([h[0] for h in hits], dtype=np.int64)
+    td = np.array([h[1] for h in hits], dtype=np.int64)
+    parts = [
+        pl.DataFrame(
+            {
+                "s": b.g_s[p["g"]],
+                "d": b.g_d[p["g"]],
+                "rank": p["rank"],
+                "action": p["action"],
+                "limit": p["limit"],
+                "measured": p["measured"],
+                "below": p["below"],
+            },
+            schema_overrides={
+                "s": pl.Int64,
+                "d": pl.Int64,
+                "rank": pl.Int64,
+                "action": pl.Int64,
+                "below": pl.Int64,
+            },
+        )
+        for p in audit_parts
+    ]
+    parts.append(
+        pl.DataFrame(
+            {
+                "s": ts,
+                "d": td,
+                "rank": np.full(len(ts), len(RULES) - 1),
+                "action": t_action[ts],
+                "limit": t_limit[ts],
+                "measured": np.array([h[2] for h in hits], dtype=np.float64),
+                "below": np.zeros(len(ts), dtype=np.int64),
+            },
+            schema={
+                "s": pl.Int64,
+                "d": pl.Int64,
+                "rank": pl.Int64,
+                "action": pl.Int64,
+                "limit": pl.Float64,
+                "measured": pl.Float64,
+                "below": pl.Int64,
+            },
+        )
+    )
+    audit = pl.concat(parts).sort(
+        pl.col("d") * (len(RULES) * len(ids)) + pl.col("s") * len(RULES) + pl.col("rank")
+    )
+    limit_text = {v: f"{v:g}" for v in audit.get_column("limit").unique().to_list()}
+    head = pl.format(
+        "{}[{}]",
+        pl.col("rank").replace_strict(list(range(len(RULES))), list(RULES), return_dtype=pl.String),
+        pl.col("action").replace_strict([0, 1, 2], list(_ACTIONS), return_dtype=pl.String),
+    )
+    lim = pl.col("limit").replace_strict(limit_text, return_dtype=pl.String)
+    audit = audit.with_columns(
+        reason=pl.when(pl.col("rank") == RULES.index("min_score"))
+        .then(pl.format("{}: {} names below {} (lowest {})", head, "below", lim, pl.col("measured").round(4)))
+        .otherwise(pl.format("{}: {} > {}", head, pl.col("measured").round(4), lim))
+    )
+    n_s, n_n = len(ids), len(syms)
+    g_rej = pl.DataFrame({"gk": b.g_d * n_s + b.g_s, "rejected": rejected})
+    flags = (
+        audit.group_by(gk=pl.col("d") * n_s + pl.col("s"), maintain_order=True)
+        .agg(pl.col("reason").str.join("; ").alias("risk_flags"))
+        .join(g_rej, on="gk", how="left")
+        .with_columns(
+            reason=pl.when(pl.col("rejected").fill_null(False))
+            .then(pl.format("rejected: {}", "risk_flags"))
+            .otherwise(pl.format("approved with adjustments: {}", "risk_flags"))
+        )
+        .drop("rejected")
+    )
+    xs, xd, xn, xw = extra
+    s_all = np.concatenate([b.s, xs]).astype(np.int64)
+    d_all = np.concatenate([b.d, xd]).astype(np.int64)
+    n_all = np.concatenate([b.n, xn]).astype(np.int64)
+    rej_all = np.concatenate([rejected[b.grp], np.zeros(len(xw), dtype=bool)])
+    w_all = np.concatenate([b.w, xw]).astype(np.float64)
+    order = np.argsort((d_all * n_s + s_all) * n_n + n_all, kind="stable")
+    s_all, d_all, n_all, rej_all = s_all[order], d_all[order], n_all[order], rej_all[order]
+    names = pl.Series(ids, dtype=pl.String)
+    symbols = pl.Series(syms, dtype=pl.String)
+    approvals = (
+        pl.DataFrame(
+            {
+                "date": pl.Series(d_all + first_day, dtype=pl.Int32).cast(pl.Date),
+                "strategy": names.gather(s_all) if n_s else pl.Series([], dtype=pl.String),
+                "symbol": symbols.gather(n_all) if n_n else pl.Series([], dtype=pl.String),
+                "target_weight": np.concatenate([b.target, np.zeros(len(xw))])[order],
+                "approved_weight": np.where(rej_all, 0.0, w_all[order]),
+                "approved": ~rej_all,
+                "gk": d_all * n_s + s_all,
+            }
+        )
+        .join(flags, on="gk", how="left", maintain_order="left")
+        .select(
+            "date",
+            "strategy",
+            "symbol",
+            "target_weight",
+            "approved_weight",
+            "approved",
+            pl.col("risk_flags").fill_null(""),
+            pl.col("reason").fill_null("approved: within all risk limits"),
+        )
+    )
+
+    def decode(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.with_columns(
+            date=(pl.col("d") + first_day).cast(pl.Int32).cast(pl.Date),
+            strategy=names.gather(frame.get_column("s")) if n_s else pl.lit(None, dtype=pl.String),
+        )
+
+    audit = decode(audit).select(
         "date",
         "strategy",
-        "symbol",
-        pl.col("weight").alias("target_weight"),
-        pl.when(pl.col("rejected")).then(0.0).otherwise(_W).alias("approved_weight"),
-        (~pl.col("rejected")).alias("approved"),
-        pl.col("flags").alias("risk_flags"),
-        pl.when(pl.col("rejected"))
-        .then(pl.format("rejected: {}", pl.col("flags")))
-        .when(pl.col("flags") != "")
-        .then(pl.format("approved with adjustments: {}", pl.col("flags")))
-        .otherwise(pl.lit("approved: within all risk limits"))
-        .alias("reason"),
-    ).sort("date", "strategy", "symbol")
-    audit = pl.concat(
-        [a.select(list(AUDIT_SCHEMA)).cast(AUDIT_SCHEMA) for a in [*audits, turnover_audit]]  # type: ignore[arg-type]
-        or [pl.DataFrame(schema=AUDIT_SCHEMA)],
+        rule=pl.col("rank").replace_strict(list(range(len(RULES))), list(RULES), return_dtype=pl.String),
+        action=pl.col("action").replace_strict([0, 1, 2], list(_ACTIONS), return_dtype=pl.String),
+        limit="limit",
+        measured="measured",
+        reason="reason",
     )
-    order = {r: i for i, r in enumerate(RULES)}
-    audit = audit.sort("date", "strategy", pl.col("rule").replace_strict(order, return_dtype=pl.Int64))
     return Supervision(approvals=approvals, audit=audit)

@@ -106,22 +106,29 @@ def history_start(world: WorldSpec, start: dt.date) -> dt.date:
     return shift_sessions(start, -days(world.allocation.risk_parity.window))
 
 
+def _positions(df: pl.DataFrame, rows: list[dt.date], members: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Row (session in `rows`) and column (member) index of each row of `df`; -1 where outside them."""
+    days_int = np.array([d.toordinal() for d in rows], dtype=np.int64) - dt.date(1970, 1, 1).toordinal()
+    dates = df.get_column("date").cast(pl.Int32).to_numpy().astype(np.int64)
+    r = np.searchsorted(days_int, dates)
+    r = np.where((r < len(days_int)) & (days_int[np.minimum(r, len(days_int) - 1)] == dates), r, -1)
+    c = (
+        df.select(
+            pl.col("strategy").cast(pl.Enum(members), strict=False).to_physical().cast(pl.Int64).fill_null(-1)
+        )
+        .to_series()
+        .to_numpy()
+    )
+    return r, c
+
+
 def _matrix(df: pl.DataFrame, col: str, rows: list[dt.date], members: list[str], fill: float) -> np.ndarray:
     out = np.full((len(rows), len(members)), fill, dtype=np.float64)
     if df.height == 0:
         return out
-    pos = df.select(
-        pl.col("date")
-        .replace_strict(rows, list(range(len(rows))), default=None, return_dtype=pl.Int64)
-        .alias("r"),
-        pl.col("strategy")
-        .replace_strict(members, list(range(len(members))), default=None, return_dtype=pl.Int64)
-        .alias("c"),
-        pl.col(col).cast(pl.Float64).alias("v"),
-    ).drop_nulls(["r", "c"])
-    out[pos.get_column("r").to_numpy(), pos.get_column("c").to_numpy()] = (
-        pos.get_column("v").fill_null(fill).to_numpy()
-    )
+    r, c = _positions(df, rows, members)
+    ok = (r >= 0) & (c >= 0)
+    out[r[ok], c[ok]] = df.get_column(col).cast(pl.Float64).fill_null(fill).to_numpy()[ok]
     return out
 
 
@@ -214,23 +221,15 @@ def allocate_world(
     budget = [alloc.gross_budget.get(s, 1.0) for s in SIDES]  # type: ignore[call-overload]
     sidx = session_index(days_)
 
-    bk = (
-        books.filter(pl.col("approved_weight") != 0)
-        .with_columns(
-            k=pl.col("date").replace_strict(days_, list(range(n_t)), default=None, return_dtype=pl.Int64),
-            s=pl.col("strategy").replace_strict(
-                members, list(range(n_m)), default=None, return_dtype=pl.Int64
-            ),
-        )
-        .drop_nulls(["k", "s"])
-        .sort("k", "s", "symbol")
-    )
+    bk = books.filter(pl.col("approved_weight") != 0)
     symbols = sorted(bk.get_column("symbol").unique().to_list())
     n_n = len(symbols)
-    b_k = bk.get_column("k").to_numpy()
-    b_s = bk.get_column("s").to_numpy()
-    b_n = bk.get_column("symbol").replace_strict(symbols, list(range(n_n)), return_dtype=pl.Int64).to_numpy()
+    b_k, b_s = _positions(bk, days_, members)
+    b_n = bk.get_column("symbol").cast(pl.Enum(symbols)).to_physical().cast(pl.Int64).to_numpy()
     b_w = bk.get_column("approved_weight").to_numpy()
+    inside = np.flatnonzero((b_k >= 0) & (b_s >= 0))
+    order = inside[np.argsort((b_k[inside] * n_m + b_s[inside]) * max(n_n, 1) + b_n[inside], kind="stable")]
+    b_k, b_s, b_n, b_w = b_k[order], b_s[order], b_n[order], b_w[order]
     b_ptr = np.searchsorted(b_k, np.arange(n_t + 1))
 
     dc, dl = risk.drawdown_circuit, risk.daily_loss
@@ -347,8 +346,9 @@ def allocate_world(
                             f"{ids.size} = {w.sum():.2f}; the rest is cash",
                         )
                     )
-                for code in np.unique(side_code[ids]):
-                    m = side_code[ids] == code
+                codes = side_code[ids]
+                for code in range(len(SIDES)):
+                    m = codes == code
                     total = w[m].sum()
                     if total > budget[code] + _EPS:
                         w[m] *= budget[code] / total
