@@ -58,48 +58,6 @@ def world_history(warehouse: Warehouse, world: str, day: dt.date, changes: int =
     if not track.height:
         return {"equity_curve": [], "allocation_changes": [], "circuit": None, "risk_events": {}}
     monthly = (
-        track.group_by(month=pl.col("date").dt.truncate("1mo"))
-        .agg(pl.col("date").last(), pl.col("equity").last())
-        .sort("date")
-    )
-    alloc = warehouse.read_table("world_allocations", last, last, where={"world": world})
-    kp = warehouse.read_table("kpis", last, last, where={"window": "full"})
-    rows = (
-        dec.select("strategy", "stage", "stage_since", "reason_code", "score")
-        .join(alloc.select("strategy", "weight"), on="strategy", how="left")
-        .join(
-            kp.select(
-                "strategy", "sharpe", "annual_return", "annual_volatility", "max_dd", "hit_rate", "turnover"
-            ),
-            on="strategy",
-            how="left",
-        )
-        .with_columns(pl.col("weight").fill_null(0.0))
-        .sort(
-            pl.col("stage").replace_strict({"live": 0, "paper": 1, "backtest": 2, "inactive": 3}), "strategy"
-        )
-    )
-    track = warehouse.read(
-        "SELECT count(*) AS days, product(1 + ret) - 1 AS total_return, max(drawdown) AS max_drawdown, "
-        "arg_max(equity, date) AS equity FROM world_returns WHERE world = ? AND date <= ?",
-        [world, last],
-    ).row(0, named=True)
-    return {
-        "world": world,
-        "date": last.isoformat(),
-        "strategies": rows.to_dicts(),
-        "track": track,
-        **world_history(warehouse, world, last),
-    }
-
-
-def world_history(warehouse: Warehouse, world: str, day: dt.date, changes: int = 5) -> dict[str, Any]:
-    """A world's equity at each month end up to `day`, its last allocation changes, circuit-breaker state
-    and risk events by kind (from `world_returns`, `world_allocations`, `world_risk_events`)."""
-    track = warehouse.read_table("world_returns", end=day, where={"world": world}).sort("date")
-    if not track.height:
-        return {"equity_curve": [], "allocation_changes": [], "circuit": None, "risk_events": {}}
-    monthly = (
         track.group_by(pl.col("date").dt.truncate("1mo")).agg(pl.col("date", "equity").last()).sort("date")
     )
     alloc = warehouse.read_table("world_allocations", end=day, where={"world": world})
