@@ -58,7 +58,9 @@ def world_history(warehouse: Warehouse, world: str, day: dt.date, changes: int =
     if not track.height:
         return {"equity_curve": [], "allocation_changes": [], "circuit": None, "risk_events": {}}
     monthly = (
-        track.group_by(pl.col("date").dt.truncate("1mo")).agg(pl.col("date", "equity").last()).sort("date")
+        track.group_by(month=pl.col("date").dt.truncate("1mo"))
+        .agg(pl.col("date").last(), pl.col("equity").last())
+        .sort("date")
     )
     alloc = warehouse.read_table("world_allocations", end=day, where={"world": world})
     books = (
