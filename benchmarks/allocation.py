@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  supervise {r['supervise']:.3f} s, "
             + ", ".join(f"{s.id} {r[s.id]:.3f} s" for s in specs)
-            + f"  -> total {r['total']:.3f} s",
+            + f"  -> total {r['total']:.3f} s (process CPU {r['cpu_seconds']:.3f} s)",
             flush=True,
         )
     best = min(runs, key=lambda r: r["total"])

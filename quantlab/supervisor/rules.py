@@ -143,7 +143,7 @@ def _turnover(
     limit, action = _rule_arrays("max_turnover", per)
     has = action >= 0
     n_s = len(per)
-    group_of = {(int(s), int(d)): g for g, (s, d) in enumerate(zip(b.g_s, b.g_d, strict=True))}
+    group_key = b.g_s * n_dates + b.g_d  # ascending: rows are sorted by (strategy, date)
     keep = has[pres_s]
     pres_s, pres_d = pres_s[keep], pres_d[keep]
     order = np.lexsort((pres_s, pres_d))
@@ -177,9 +177,10 @@ def _turnover(
             final[hit & (action == _REJECT)] = 0.0
             for s in np.flatnonzero(hit):
                 hits.append((int(s), int(k), float(to[s])))
-                g = group_of.get((int(s), int(k)))
-                if g is not None and action[s] == _REJECT:
-                    rejected[g] = True
+                if action[s] == _REJECT:
+                    g = int(np.searchsorted(group_key, s * n_dates + k))
+                    if g < len(group_key) and group_key[g] == s * n_dates + k:
+                        rejected[g] = True
             if scaled.any():
                 known = np.zeros((n_s, n_syms), dtype=bool)
                 known[rs, rn] = True
@@ -296,14 +297,11 @@ def supervise(
         )
         _scale(name, b, hit & (act_g == _SCALE), lim_g, m_g)
         rejected |= hit & (act_g == _REJECT)
-    pres_key = np.unique(
-        targets.select(
-            key=pl.col("strategy").cast(pl.Enum(ids)).to_physical().cast(pl.Int64) * n_days
-            + (pl.col("date").cast(pl.Int32) - first_day).cast(pl.Int64)
-        )
-        .get_column("key")
-        .to_numpy()
+    zero_only = targets.filter(pl.col("weight") == 0).select(
+        key=pl.col("strategy").cast(pl.Enum(ids)).to_physical().cast(pl.Int64) * n_days
+        + (pl.col("date").cast(pl.Int32) - first_day).cast(pl.Int64)
     )
+    pres_key = np.union1d(b.g_s * n_days + b.g_d, zero_only.get_column("key").to_numpy())
     held = np.zeros((len(ids), len(syms)))
     if prev.height:
         held[_codes(prev.get_column("strategy"), ids), _codes(prev.get_column("symbol"), syms)] = (
@@ -400,38 +398,39 @@ def _assemble(
         .drop("rejected")
     )
     xs, xd, xn, xw = extra
-    s_all = np.concatenate([b.s, xs]).astype(np.int64)
-    d_all = np.concatenate([b.d, xd]).astype(np.int64)
-    n_all = np.concatenate([b.n, xn]).astype(np.int64)
+    s_all = np.concatenate([b.s, xs])
+    d_all = np.concatenate([b.d, xd])
+    n_all = np.concatenate([b.n, xn])
     rej_all = np.concatenate([rejected[b.grp], np.zeros(len(xw), dtype=bool)])
-    w_all = np.concatenate([b.w, xw]).astype(np.float64)
+    w_all = np.concatenate([b.w, xw])
     order = np.argsort((d_all * n_s + s_all) * n_n + n_all, kind="stable")
     s_all, d_all, n_all, rej_all = s_all[order], d_all[order], n_all[order], rej_all[order]
     names = pl.Series(ids, dtype=pl.String)
     symbols = pl.Series(syms, dtype=pl.String)
-    approvals = (
-        pl.DataFrame(
-            {
-                "date": pl.Series(d_all + first_day, dtype=pl.Int32).cast(pl.Date),
-                "strategy": names.gather(s_all) if n_s else pl.Series([], dtype=pl.String),
-                "symbol": symbols.gather(n_all) if n_n else pl.Series([], dtype=pl.String),
-                "target_weight": np.concatenate([b.target, np.zeros(len(xw))])[order],
-                "approved_weight": np.where(rej_all, 0.0, w_all[order]),
-                "approved": ~rej_all,
-                "gk": d_all * n_s + s_all,
-            }
-        )
-        .join(flags, on="gk", how="left", maintain_order="left")
-        .select(
-            "date",
-            "strategy",
-            "symbol",
-            "target_weight",
-            "approved_weight",
-            "approved",
-            pl.col("risk_flags").fill_null(""),
-            pl.col("reason").fill_null("approved: within all risk limits"),
-        )
+    gk_row = d_all * n_s + s_all
+    flag_gk = flags.get_column("gk").to_numpy()  # ascending: the audit is sorted by (date, strategy)
+    pos = np.searchsorted(flag_gk, gk_row)
+    found = (
+        (pos < len(flag_gk)) & (flag_gk[np.minimum(pos, max(len(flag_gk) - 1, 0))] == gk_row)
+        if len(flag_gk)
+        else pos < 0
+    )
+    idx = np.where(found, pos, len(flag_gk))  # the appended default row
+    risk_flags = pl.concat([flags.get_column("risk_flags"), pl.Series([""])]).gather(idx)
+    reason = pl.concat([flags.get_column("reason"), pl.Series(["approved: within all risk limits"])]).gather(
+        idx
+    )
+    approvals = pl.DataFrame(
+        {
+            "date": pl.Series(d_all + first_day, dtype=pl.Int32).cast(pl.Date),
+            "strategy": names.gather(s_all) if n_s else pl.Series([], dtype=pl.String),
+            "symbol": symbols.gather(n_all) if n_n else pl.Series([], dtype=pl.String),
+            "target_weight": np.concatenate([b.target, np.zeros(len(xw))])[order],
+            "approved_weight": np.where(rej_all, 0.0, w_all[order]),
+            "approved": ~rej_all,
+            "risk_flags": risk_flags,
+            "reason": reason,
+        }
     )
 
     def decode(frame: pl.DataFrame) -> pl.DataFrame:
