@@ -276,12 +276,14 @@ def test_singular_covariance_falls_back_to_equal_weights() -> None:
 
 
 def test_full_investment_redistributes_and_reports_unmeetable_budgets() -> None:
-    w, unmet = capped_weights(np.array([0.7, 0.2, 0.1]), 0.4, full=True)
-    assert np.allclose(w, [0.4, 0.4, 0.2]) and not unmet
-    w, unmet = capped_weights(np.array([0.7, 0.2, 0.1]), 0.4, full=False)
-    assert np.allclose(w, [0.4, 0.2, 0.1]) and not unmet  # the cut stays in cash
-    w, unmet = capped_weights(np.array([0.7, 0.3]), 0.4, full=True)
-    assert np.allclose(w, [0.4, 0.4]) and unmet
+    raw = np.array([[0.7, 0.2, 0.1, 0.0], [0.7, 0.3, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    live = raw > 0
+    w, unmet = capped_weights(raw, live, 0.4, full=True)
+    assert np.allclose(w[0], [0.4, 0.4, 0.2, 0.0]) and not unmet[0]
+    assert np.allclose(w[1], [0.4, 0.4, 0.0, 0.0]) and unmet[1]  # 0.4 x 2 < 1: each at the cap
+    assert np.allclose(w[2], 0.0) and not unmet[2]  # nothing live: cash
+    w, unmet = capped_weights(raw, live, 0.4, full=False)
+    assert np.allclose(w[0], [0.4, 0.2, 0.1, 0.0]) and not unmet.any()  # the cut stays in cash
     spec = world(allocation={"method": "equal", "max_weight": 0.4, "full_investment": True})
     out = run(spec, inputs(), DAYS[:35])
     ev = out.events.filter(pl.col("event") == "budget_unmet")

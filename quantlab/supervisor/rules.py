@@ -12,7 +12,8 @@ Rules run in this order per (date, strategy), each on the weights left by the pr
 9. `max_turnover`: sum |w_t - w_prev| against the strategy's approved book of its previous target date
    (stateful, computed in date order; entering from cash counts as turnover). `scale` moves only part of
    the way, w = w_prev + (w_t - w_prev) * limit / turnover, which can keep names the target dropped (rows
-   with target weight 0). A day rejected by an earlier rule approves nothing and is not turnover-limited.
+   with target weight 0); such a name left under 1 bp (`DUST`) is closed, so exits do not linger as dust.
+   A day rejected by an earlier rule approves nothing and is not turnover-limited.
    A partial move between two books that each satisfy rules 4-8 satisfies them too (they are convex);
    `max_positions` can be exceeded on such a day (the union of both books is held).
 `flag` only records, `reject` approves nothing for that strategy and date. Every row carries the
@@ -30,6 +31,7 @@ import polars as pl
 from quantlab.supervisor.spec import RiskLimits
 
 _EPS = 1e-12
+DUST = 1e-4  # a name a partial move leaves under 1 bp that the target no longer holds is closed
 RULES = tuple(RiskLimits.model_fields)
 _ACTIONS = ("flag", "scale", "reject")
 _FLAG, _SCALE, _REJECT = 0, 1, 2
@@ -174,6 +176,7 @@ def _turnover(
             scaled = hit & (action == _SCALE)
             factor = np.where(scaled, lim / np.where(to > 0, to, 1.0), 1.0)
             final = held + diff * factor[:, None]
+            final[scaled[:, None] & (np.abs(final) < DUST) & (cand == 0)] = 0.0  # close the dust of exits
             final[hit & (action == _REJECT)] = 0.0
             for s in np.flatnonzero(hit):
                 hits.append((int(s), int(k), float(to[s])))

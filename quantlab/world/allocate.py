@@ -31,6 +31,7 @@ Every trigger is one `world_risk_events` row (event, value, limit, reason).
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,14 +43,6 @@ from quantlab.world.spec import SIDES, WorldSpec, days
 
 _EPS = 1e-12
 
-ALLOCATION_SCHEMA = {
-    "world": pl.String,
-    "date": pl.Date,
-    "strategy": pl.String,
-    "side": pl.String,
-    "weight": pl.Float64,
-}
-TARGET_SCHEMA = {"world": pl.String, "date": pl.Date, "symbol": pl.String, "weight": pl.Float64}
 EVENT_SCHEMA = {
     "world": pl.String,
     "date": pl.Date,
@@ -137,23 +130,55 @@ def book_exposure(weights: np.ndarray) -> tuple[float, float]:
     return float(np.abs(weights).sum()), float(weights.sum())
 
 
-def capped_weights(raw: np.ndarray, cap: float, full: bool) -> tuple[np.ndarray, bool]:
-    """`raw` normalized to 1 and capped at `cap`; with `full`, what the cap cuts goes to the uncapped
-    weights in proportion (water-filling). Returns the weights and whether full investment was unmeetable."""
-    w = raw / raw.sum()
+def capped_weights(
+    raw: np.ndarray, live: np.ndarray, cap: float, full: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of `raw` (sessions x strategies, 0 off `live`) normalized to 1 and capped at `cap`; with
+    `full`, what the cap cuts goes to the uncapped weights in proportion (water-filling). Returns the
+    weights and, per row, whether full investment was unmeetable (cap x live count < 1: all at the cap)."""
+    total = raw.sum(axis=1, keepdims=True)
+    w = np.where(total > 0, raw / np.where(total > 0, total, 1.0), 0.0)
+    unmet = np.zeros(len(w), dtype=bool)
     if not full:
-        return np.minimum(w, cap), False
-    if cap * len(w) < 1 - _EPS:
-        return np.full(len(w), cap), True
-    fixed = np.zeros(len(w), dtype=bool)
-    while True:
-        over = ~fixed & (w > cap + _EPS)
+        return np.minimum(w, cap), unmet
+    n_live = live.sum(axis=1)
+    unmet = (n_live > 0) & (cap * n_live < 1 - _EPS)
+    w[unmet] = np.where(live[unmet], cap, 0.0)
+    fixed = np.zeros(w.shape, dtype=bool)
+    for _ in range(w.shape[1]):
+        over = ~fixed & (w > cap + _EPS) & ~unmet[:, None]
         if not over.any():
-            return w, False
+            break
         fixed |= over
         w[fixed] = cap
-        free = ~fixed
-        w[free] *= (1.0 - cap * fixed.sum()) / w[free].sum()
+        free = live & ~fixed
+        rest = 1.0 - cap * fixed.sum(axis=1)
+        mass = np.where(free, w, 0.0).sum(axis=1)
+        scale = np.where(mass > 0, rest / np.where(mass > 0, mass, 1.0), 1.0)
+        w = np.where(free & ~unmet[:, None], w * scale[:, None], w)
+    return w, unmet
+
+
+def _raw_weights(
+    world: WorldSpec, live: np.ndarray, score: np.ndarray, vols: np.ndarray, rp: np.ndarray | None
+) -> np.ndarray:
+    """Each session's raw weights of its live strategies by the world's method (0 elsewhere)."""
+    method = world.allocation.method
+    ones = live.astype(np.float64)
+    if method == "inverse_vol":
+        ok = live & np.isfinite(vols) & (vols > 0)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no volatility at all
+            med = np.nanmedian(np.where(ok, vols, np.nan), axis=1)
+            raw = np.where(live, 1.0 / np.where(ok, vols, med[:, None]), 0.0)
+        return np.where(ok.any(axis=1)[:, None], raw, ones)
+    if method == "score":
+        pos = np.where(live & np.isfinite(score), np.maximum(score, 0.0), 0.0)
+        return np.where((pos.sum(axis=1) > 0)[:, None], pos, ones)
+    if method == "risk_parity" and rp is not None:
+        solved = (live.sum(axis=1) > 1) & np.isfinite(rp).any(axis=1)
+        return np.where(solved[:, None], np.nan_to_num(rp), ones)
+    return ones
 
 
 def _risk_parity(
@@ -200,7 +225,9 @@ def allocate_world(
     `decisions`: (date, strategy, stage, score, evaluate_only); `vol`: (date, strategy, vol), the annual
     volatility `inverse_vol` uses; `returns`: (date, strategy, net) from `history_start` on; `books`:
     (date, strategy, symbol, approved_weight); `rejected`: (date, strategy) pairs the supervisor rejected;
-    `state`: the world at the close of the session before `days_[0]`.
+    `state`: the world at the close of the session before `days_[0]`. What depends on no state (the
+    method's weights, the caps and side budgets) is computed for all sessions at once; the loop carries
+    only the stateful steps (smoothing, limits on the book, the risk engine, the track).
     """
     alloc, risk = world.allocation, world.risk
     n_t, n_m = len(days_), len(members)
@@ -212,235 +239,193 @@ def allocate_world(
     )
     rej = _matrix(rejected.with_columns(v=pl.lit(1.0)), "v", days_, members, 0.0)
     live_ok = (live > 0) & (rej == 0)
-    score = _matrix(decisions, "score", days_, members, np.nan)
-    vols = _matrix(vol, "vol", days_, members, np.nan)
     per_day = decisions.group_by("date").agg(pl.col("evaluate_only").any())
     frozen_on = set(per_day.filter("evaluate_only").get_column("date").to_list())
     decided = set(per_day.get_column("date").to_list())
-    side_code = np.array([SIDES.index(s) for s in sides], dtype=np.int64)
-    budget = [alloc.gross_budget.get(s, 1.0) for s in SIDES]  # type: ignore[call-overload]
+    frozen = np.array([d in frozen_on for d in days_], dtype=bool)
     sidx = session_index(days_)
+    events: list[tuple] = []
 
+    # state-independent, every session at once: the method's weights, capped, within the side budgets
+    rp = _risk_parity(world, ret_m, off, live_ok, frozen_on, days_) if alloc.method == "risk_parity" else None
+    raw = _raw_weights(
+        world,
+        live_ok,
+        _matrix(decisions, "score", days_, members, np.nan),
+        _matrix(vol, "vol", days_, members, np.nan),
+        rp,
+    )
+    target, unmet = capped_weights(raw, live_ok, alloc.max_weight, alloc.full_investment)
+    side_code = np.array([SIDES.index(s) for s in sides], dtype=np.int64)
+    for code, side in enumerate(SIDES):
+        cols = side_code == code
+        budget = alloc.gross_budget.get(side, 1.0)  # type: ignore[call-overload]
+        total = target[:, cols].sum(axis=1)
+        factor = np.where(total > budget + _EPS, budget / np.where(total > 0, total, 1.0), 1.0)
+        target[:, cols] *= factor[:, None]
+    n_live = live_ok.sum(axis=1)
+    window = days(alloc.risk_parity.window)
+    for k in np.flatnonzero(~frozen):
+        day, n = days_[k], int(n_live[k])
+        if n == 0:
+            why = "no live strategy" if day in decided else "no decision for this session"
+            events.append((day, "no_live", None, None, f"{why}: the world holds cash"))
+        elif rp is not None and n > 1 and not np.isfinite(rp[k, live_ok[k]]).all():
+            why = f"covariance of {n} strategies over {window} sessions is singular: equal weights"
+            events.append((day, "singular_covariance", None, None, why))
+        if unmet[k]:
+            deployed = alloc.max_weight * n
+            why = (
+                f"full investment needs max_weight x live >= 1: {alloc.max_weight:g} x {n} = {deployed:.2f}; "
+                "the rest is cash"
+            )
+            events.append((day, "budget_unmet", deployed, 1.0, why))
+    smooth = alloc.smoothing
+    keep_prev = smooth * live_ok  # smoothing: s w_prev + (1 - s) w_new, for the strategies still live
+    fresh = (1.0 - smooth) * target
+
+    # the approved books, rows sorted by (session, strategy, symbol)
     bk = books.filter(pl.col("approved_weight") != 0)
     symbols = sorted(bk.get_column("symbol").unique().to_list())
-    n_n = len(symbols)
+    n_n = max(len(symbols), 1)
     b_k, b_s = _positions(bk, days_, members)
     b_n = bk.get_column("symbol").cast(pl.Enum(symbols)).to_physical().cast(pl.Int64).to_numpy()
     b_w = bk.get_column("approved_weight").to_numpy()
-    inside = np.flatnonzero((b_k >= 0) & (b_s >= 0))
-    order = inside[np.argsort((b_k[inside] * n_m + b_s[inside]) * max(n_n, 1) + b_n[inside], kind="stable")]
-    b_k, b_s, b_n, b_w = b_k[order], b_s[order], b_n[order], b_w[order]
+    inside = (b_k >= 0) & (b_s >= 0)
+    b_k, b_s, b_n, b_w = b_k[inside], b_s[inside], b_n[inside], b_w[inside]
+    key = (b_k * n_m + b_s) * n_n + b_n
+    if len(key) and (np.diff(key) < 0).any():  # the supervisor writes them sorted; a warehouse read may not
+        order = np.argsort(key, kind="stable")
+        b_k, b_s, b_n, b_w = b_k[order], b_s[order], b_n[order], b_w[order]
     b_ptr = np.searchsorted(b_k, np.arange(n_t + 1))
+    max_symbol = risk.exposure.max_symbol if risk.exposure else None
+    book_limits = [
+        (name, lim)
+        for name, lim in (
+            ("max_gross", alloc.max_gross),
+            ("max_net", alloc.max_net),
+            ("max_symbol", max_symbol),
+        )
+        if lim is not None
+    ]
 
     dc, dl = risk.drawdown_circuit, risk.daily_loss
     cooldown = days(dc.cooldown) if dc else 0
-    window = days(alloc.risk_parity.window)
-
-    held = np.array([state.weights.get(m, 0.0) for m in members])
-    rowmask = np.array([m in state.weights for m in members])
-    equity, peak, gross, net = state.equity, state.peak, state.gross, state.net
+    start_w = np.array([state.weights.get(m, 0.0) for m in members])
+    held, prev_rows = start_w, np.array([m in state.weights for m in members])
+    equity, peak = state.equity, state.peak
     since = state.circuit_since
     since_idx = int(session_index([since])[0]) if since is not None else 0
-    rp_raw = (
-        _risk_parity(world, ret_m, off, live_ok, frozen_on, days_) if alloc.method == "risk_parity" else None
-    )
-    out_a: list[tuple[int, np.ndarray, np.ndarray]] = []
-    out_t: list[tuple[int, np.ndarray, np.ndarray]] = []
-    track: list[tuple] = []
-    events: list[tuple] = []
-    for k, day in enumerate(days_):
+    weights = np.zeros((n_t, n_m))
+    rowmask = np.zeros((n_t, n_m), dtype=bool)
+    rets, equities, drawdowns = np.zeros(n_t), np.zeros(n_t), np.zeros(n_t)
+    circuit: list[dt.date | None] = [None] * n_t
+    for k in range(n_t):
+        day = days_[k]
         # 1. the session's return on the allocation decided the session before
         ret = float(held @ ret_m[off + k])
         equity *= 1.0 + ret
         peak = max(peak, equity)
         dd = max(0.0, 1.0 - equity / peak)
-        n_held = int((held > 0).sum())
-        track.append((day, ret, equity, dd, float(held.sum()), gross, net, n_held))
+        rets[k], equities[k], drawdowns[k] = ret, equity, dd
         # 2. risk engine state
         cap = np.inf
         if dc is not None:
             if since is None and dd > dc.max_dd + _EPS:
                 since, since_idx = day, int(sidx[k])
-                events.append(
-                    (
-                        day,
-                        "circuit_trip",
-                        dd,
-                        dc.max_dd,
-                        f"drawdown {dd:.2%} > {dc.max_dd:.2%}: "
-                        f"capital capped at {dc.cut_to:.0%} for at least {cooldown} sessions",
-                    )
-                )
+                why = f"drawdown {dd:.2%} > {dc.max_dd:.2%}: capital capped at {dc.cut_to:.0%} for at least {cooldown} sessions"
+                events.append((day, "circuit_trip", dd, dc.max_dd, why))
             elif since is not None and sidx[k] - since_idx >= cooldown and dd <= dc.resume + _EPS:
-                events.append(
-                    (
-                        day,
-                        "circuit_release",
-                        dd,
-                        dc.resume,
-                        f"drawdown {dd:.2%} <= {dc.resume:.2%} "
-                        f"after {int(sidx[k] - since_idx)} sessions (cooldown {cooldown}): limits lifted",
-                    )
+                why = (
+                    f"drawdown {dd:.2%} <= {dc.resume:.2%} after {int(sidx[k] - since_idx)} sessions "
+                    f"(cooldown {cooldown}): limits lifted"
                 )
+                events.append((day, "circuit_release", dd, dc.resume, why))
                 since = None
             if since is not None:
                 cap = dc.cut_to
-        track[-1] = (*track[-1], since is not None, since)
+        circuit[k] = since
         if dl is not None and ret <= -dl.limit + _EPS:
             cap = min(cap, dl.cut_to)
-            events.append(
-                (
-                    day,
-                    "daily_loss",
-                    ret,
-                    -dl.limit,
-                    f"session return {ret:.2%} <= -{dl.limit:.2%}: "
-                    f"capital capped at {dl.cut_to:.0%} for the next session",
-                )
-            )
-        # 3. allocation
-        if day in frozen_on:
-            a = held.copy()
+            why = f"session return {ret:.2%} <= -{dl.limit:.2%}: capital capped at {dl.cut_to:.0%} for the next session"
+            events.append((day, "daily_loss", ret, -dl.limit, why))
+        # 3. the allocation (evaluate-only: the previous one), smoothed with the previous
+        if frozen[k]:
+            a, rows_k = held, prev_rows
         else:
-            a = np.zeros(n_m)
-            rowmask = live_ok[k].copy()
-            ids = np.flatnonzero(rowmask)
-            if ids.size == 0:
-                why = "no live strategy" if day in decided else "no decision for this session"
-                events.append((day, "no_live", None, None, f"{why}: the world holds cash"))
-            else:
-                raw = np.ones(ids.size)
-                if alloc.method == "inverse_vol":
-                    v = vols[k, ids]
-                    ok = np.isfinite(v) & (v > 0)
-                    if ok.any():
-                        raw = 1.0 / np.where(ok, v, np.median(v[ok]))
-                elif alloc.method == "score":
-                    sc = score[k, ids]
-                    pos = np.where(np.isfinite(sc), np.maximum(sc, 0.0), 0.0)
-                    if pos.sum() > 0:
-                        raw = pos
-                elif alloc.method == "risk_parity" and ids.size > 1:
-                    if np.isfinite(rp_raw[k, ids]).all():
-                        raw = rp_raw[k, ids]
-                    else:
-                        events.append(
-                            (
-                                day,
-                                "singular_covariance",
-                                None,
-                                None,
-                                f"covariance of {ids.size} strategies over {window} sessions is singular: "
-                                "equal weights",
-                            )
-                        )
-                w, unmet = capped_weights(raw, alloc.max_weight, alloc.full_investment)
-                if unmet:
-                    events.append(
-                        (
-                            day,
-                            "budget_unmet",
-                            float(w.sum()),
-                            1.0,
-                            f"full investment needs max_weight x live >= 1: {alloc.max_weight:g} x "
-                            f"{ids.size} = {w.sum():.2f}; the rest is cash",
-                        )
-                    )
-                codes = side_code[ids]
-                for code in range(len(SIDES)):
-                    m = codes == code
-                    total = w[m].sum()
-                    if total > budget[code] + _EPS:
-                        w[m] *= budget[code] / total
-                if alloc.smoothing:
-                    w = alloc.smoothing * held[ids] + (1.0 - alloc.smoothing) * w
-                a[ids] = w
+            a, rows_k = (held * keep_prev[k] + fresh[k]) if smooth else target[k], live_ok[k]
         # 4. limits on the world book, then the capital caps
-        rows = slice(b_ptr[k], b_ptr[k + 1])
-        book = np.bincount(b_n[rows], weights=a[b_s[rows]] * b_w[rows], minlength=n_n)
         factor = 1.0
-        g, nt = float(np.abs(book).sum()), float(book.sum())
-        mx = float(np.abs(book).max()) if n_n else 0.0
-        for name, value, limit in (
-            ("max_gross", g, alloc.max_gross),
-            ("max_net", abs(nt), alloc.max_net),
-            ("max_symbol", mx, risk.exposure.max_symbol if risk.exposure else None),
-        ):
-            if limit is not None and value > limit + _EPS:
-                factor = min(factor, limit / value)
-                events.append(
-                    (
-                        day,
-                        name,
-                        value,
-                        limit,
-                        f"world book {name[4:]} {value:.4f} > {limit:g}: "
-                        f"every strategy weight scaled by {limit / value:.4f}",
-                    )
-                )
+        if book_limits:
+            r = slice(b_ptr[k], b_ptr[k + 1])
+            book = np.bincount(b_n[r], weights=a[b_s[r]] * b_w[r], minlength=n_n)
+            measured = {
+                "max_gross": float(np.abs(book).sum()),
+                "max_net": abs(float(book.sum())),
+                "max_symbol": float(np.abs(book).max()),
+            }
+            for name, lim in book_limits:
+                value = measured[name]
+                if value > lim + _EPS:
+                    factor = min(factor, lim / value)
+                    why = f"world book {name[4:]} {value:.4f} > {lim:g}: every strategy weight scaled by {lim / value:.4f}"
+                    events.append((day, name, value, lim, why))
         capital = float(a.sum()) * factor
         if capital > cap + _EPS:
             factor *= cap / capital
             if since is not None:
-                events.append(
-                    (
-                        day,
-                        "circuit_cap",
-                        capital,
-                        cap,
-                        f"circuit breaker on since {since}: capital {capital:.4f} capped at {cap:g}",
-                    )
-                )
+                why = f"circuit breaker on since {since}: capital {capital:.4f} capped at {cap:g}"
+                events.append((day, "circuit_cap", capital, cap, why))
         if factor != 1.0:
-            a *= factor
-            book *= factor
-        nz = np.flatnonzero(np.abs(book) > _EPS)
-        out_t.append((k, nz, book[nz]))
-        gross, net = book_exposure(book[nz])
-        keep = np.flatnonzero(rowmask)
-        out_a.append((k, keep, a[keep]))
-        held = a
+            a = a * factor
+        weights[k], rowmask[k] = a, rows_k
+        held, prev_rows = a, rows_k
+
+    # the world book from the final weights, netted per symbol (contributions summed in strategy order)
+    held_rows = np.flatnonzero(weights[b_k, b_s] != 0)
+    b_k, b_s, b_n, b_w = b_k[held_rows], b_s[held_rows], b_n[held_rows], b_w[held_rows]
+    uniq, inverse = np.unique(b_k * n_n + b_n, return_inverse=True)
+    book_w = np.bincount(inverse, weights=weights[b_k, b_s] * b_w, minlength=len(uniq))
+    nz = np.abs(book_w) > _EPS
+    t_k, t_n, t_w = (uniq // n_n)[nz], (uniq % n_n)[nz], book_w[nz]
+    t_ptr = np.searchsorted(t_k, np.arange(n_t + 1))
+    exposures = [book_exposure(t_w[t_ptr[k] : t_ptr[k + 1]]) for k in range(n_t - 1)]
+    prev_w = np.vstack([start_w[None, :], weights[:-1]])
+    a_k, a_m = np.nonzero(rowmask)
+    day_series = pl.Series(days_, dtype=pl.Date)
+    events.sort(key=lambda e: e[0])
     return WorldRun(
-        allocations=_rows(world.id, days_, out_a, members, ALLOCATION_SCHEMA, "strategy")
-        .with_columns(side=pl.col("strategy").replace_strict(members, sides, return_dtype=pl.String))
-        .select(list(ALLOCATION_SCHEMA)),
-        targets=_rows(world.id, days_, out_t, symbols, TARGET_SCHEMA, "symbol"),
+        allocations=pl.DataFrame(
+            {
+                "world": pl.Series([world.id] * len(a_k), dtype=pl.String),
+                "date": day_series.gather(a_k),
+                "strategy": pl.Series(members, dtype=pl.String).gather(a_m),
+                "side": pl.Series(sides, dtype=pl.String).gather(a_m),
+                "weight": weights[a_k, a_m],
+            }
+        ),
+        targets=pl.DataFrame(
+            {
+                "world": pl.Series([world.id] * len(t_k), dtype=pl.String),
+                "date": day_series.gather(t_k),
+                "symbol": pl.Series(symbols or [""], dtype=pl.String).gather(t_n),
+                "weight": t_w,
+            }
+        ),
         returns=pl.DataFrame(
-            track,
-            schema={
-                "date": pl.Date,
-                "ret": pl.Float64,
-                "equity": pl.Float64,
-                "drawdown": pl.Float64,
-                "exposure": pl.Float64,
-                "gross_exposure": pl.Float64,
-                "net_exposure": pl.Float64,
-                "n_live": pl.Int64,
-                "circuit": pl.Boolean,
-                "circuit_since": pl.Date,
-            },
-            orient="row",
-        ).select(pl.lit(world.id).alias("world"), pl.all()),
+            {
+                "world": pl.Series([world.id] * n_t, dtype=pl.String),
+                "date": day_series,
+                "ret": rets,
+                "equity": equities,
+                "drawdown": drawdowns,
+                "exposure": prev_w.sum(axis=1),
+                "gross_exposure": np.array([state.gross] + [g for g, _ in exposures]),
+                "net_exposure": np.array([state.net] + [x for _, x in exposures]),
+                "n_live": (prev_w > 0).sum(axis=1).astype(np.int64),
+                "circuit": pl.Series([c is not None for c in circuit], dtype=pl.Boolean),
+                "circuit_since": pl.Series(circuit, dtype=pl.Date),
+            }
+        ),
         events=pl.DataFrame([(world.id, *e) for e in events], schema=EVENT_SCHEMA, orient="row"),
     )
-
-
-def _rows(
-    world_id: str, days_: list[dt.date], parts: list, names: list[str], schema: dict, col: str
-) -> pl.DataFrame:
-    """Long rows (world, date, <col>, weight) from per-day (k, index array, weight array) parts."""
-    if not parts:
-        return pl.DataFrame(schema=schema)
-    k = np.concatenate([np.full(len(i), kk, dtype=np.int64) for kk, i, _ in parts])
-    idx = np.concatenate([i for _, i, _ in parts]).astype(np.int64)
-    w = np.concatenate([v for _, _, v in parts]).astype(np.float64)
-    return pl.DataFrame(
-        {
-            "world": pl.Series([world_id] * len(k), dtype=pl.String),
-            "date": pl.Series(days_, dtype=pl.Date).gather(k),
-            col: pl.Series(names, dtype=pl.String).gather(idx)
-            if len(names)
-            else pl.Series([], dtype=pl.String),
-            "weight": w,
-        }
-    ).select([c for c in schema if c in ("world", "date", col, "weight")])
