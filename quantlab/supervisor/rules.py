@@ -139,68 +139,74 @@ def _turnover(
     n_dates: int,
     n_syms: int,
     held: np.ndarray,
-) -> tuple[list[tuple], tuple[np.ndarray, ...]]:
-    """Rule 9 in date order. Updates `b.w` (and `rejected`, per group); returns the hits (strategy, date,
-    measured) and the extra rows (strategy, date, symbol, weight) a partial move keeps."""
+) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """Rule 9 in date order. Updates `b.w` (and `rejected`, per group); returns the hits (strategy,
+    date, measured) and the extra rows (strategy, date, symbol, weight) a partial move keeps."""
     limit, action = _rule_arrays("max_turnover", per)
     has = action >= 0
     n_s = len(per)
-    group_key = b.g_s * n_dates + b.g_d  # ascending: rows are sorted by (strategy, date)
+    empty = np.zeros(0, dtype=np.int64)
     keep = has[pres_s]
     pres_s, pres_d = pres_s[keep], pres_d[keep]
-    order = np.lexsort((pres_s, pres_d))
-    pres_s, pres_d = pres_s[order], pres_d[order]
+    days_on = np.unique(pres_d)
+    k_of = np.searchsorted(days_on, pres_d)
+    present = np.zeros((len(days_on), n_s), dtype=bool)
+    present[k_of, pres_s] = True
+    rej = np.zeros((len(days_on), n_s), dtype=bool)
+    g_on = has[b.g_s] & rejected
+    rej[np.searchsorted(days_on, b.g_d[g_on]), b.g_s[g_on]] = True
     rows = np.flatnonzero(has[b.s])
     rows = rows[np.argsort(b.d[rows], kind="stable")]
-    r_ptr = np.searchsorted(b.d[rows], np.arange(n_dates + 1))
-    p_ptr = np.searchsorted(pres_d, np.arange(n_dates + 1))
+    r_ptr = np.searchsorted(b.d[rows], np.r_[days_on, n_dates])
+    r_s, r_n = b.s[rows], b.n[rows]
+    r_val = np.where(rejected[b.grp[rows]], 0.0, b.w[rows])
+    new_w = r_val.copy()
     lim = np.where(has, limit, np.inf)
-    hits: list[tuple] = []
-    extra: list[tuple[np.ndarray, ...]] = []
-    for k in np.flatnonzero(np.diff(p_ptr)):
-        r = rows[r_ptr[k] : r_ptr[k + 1]]
-        present = pres_s[p_ptr[k] : p_ptr[k + 1]]
-        rs, rn = b.s[r], b.n[r]
-        rej = np.zeros(n_s, dtype=bool)
-        rej[rs] = rejected[b.grp[r]]
+    scale_s, reject_s = action == _SCALE, action == _REJECT
+    hit_s, hit_d, hit_to, extra = [], [], [], []
+    for k in range(len(days_on)):
+        lo, hi = r_ptr[k], r_ptr[k + 1]
+        rs, rn = r_s[lo:hi], r_n[lo:hi]
         cand = held.copy()
-        cand[present] = 0.0
-        cand[rs, rn] = np.where(rej[rs], 0.0, b.w[r])
+        cand[present[k]] = 0.0
+        cand[rs, rn] = r_val[lo:hi]
         diff = cand - held
         to = np.abs(diff).sum(axis=1)
-        on = np.zeros(n_s, dtype=bool)
-        on[present] = True
-        hit = on & ~rej & (to > lim + _EPS)
-        final = cand
+        hit = present[k] & ~rej[k] & (to > lim + _EPS)
         if hit.any():
-            scaled = hit & (action == _SCALE)
+            scaled = hit & scale_s
             factor = np.where(scaled, lim / np.where(to > 0, to, 1.0), 1.0)
-            final = held + diff * factor[:, None]
-            final[scaled[:, None] & (np.abs(final) < DUST) & (cand == 0)] = 0.0  # close the dust of exits
-            final[hit & (action == _REJECT)] = 0.0
-            for s in np.flatnonzero(hit):
-                hits.append((int(s), int(k), float(to[s])))
-                if action[s] == _REJECT:
-                    g = int(np.searchsorted(group_key, s * n_dates + k))
-                    if g < len(group_key) and group_key[g] == s * n_dates + k:
-                        rejected[g] = True
+            cand = held + diff * factor[:, None]
+            cand[scaled[:, None] & (np.abs(cand) < DUST) & (diff == -held)] = 0.0  # close the dust of exits
+            cand[hit & reject_s] = 0.0
+            hs = np.flatnonzero(hit)
+            hit_s.append(hs)
+            hit_d.append(np.full(hs.size, days_on[k]))
+            hit_to.append(to[hs])
             if scaled.any():
-                known = np.zeros((n_s, n_syms), dtype=bool)
-                known[rs, rn] = True
-                si, ni = np.nonzero((final != 0) & ~known & scaled[:, None])
+                si, ni = np.nonzero(
+                    scaled[:, None] & (cand != 0) & (diff == -held)
+                )  # names the target dropped
                 if si.size:
-                    extra.append((si, np.full(si.size, k), ni, final[si, ni]))
-            b.w[r] = final[rs, rn]
-        held[present] = final[present]
+                    extra.append((si, np.full(si.size, days_on[k]), ni, cand[si, ni]))
+            new_w[lo:hi] = cand[rs, rn]
+        held = cand  # absent strategies keep their book (their row of cand is the held one)
+    b.w[rows] = np.where(rejected[b.grp[rows]], b.w[rows], new_w)
+    hits = (
+        (np.concatenate(hit_s), np.concatenate(hit_d), np.concatenate(hit_to))
+        if hit_s
+        else (empty, empty, np.zeros(0))
+    )
+    rejects = reject_s[hits[0]]
+    if rejects.any():  # a turnover rejection rejects its (strategy, date) group
+        key = hits[0][rejects] * n_dates + hits[1][rejects]
+        group_key = b.g_s * n_dates + b.g_d  # ascending: rows are sorted by (strategy, date)
+        g = np.minimum(np.searchsorted(group_key, key), len(group_key) - 1)
+        rejected[g[group_key[g] == key]] = True
     cols = (
-        tuple(np.concatenate(c) if extra else np.zeros(0) for c in zip(*extra, strict=True))
+        tuple(np.concatenate(c) for c in zip(*extra, strict=True))
         if extra
-        else (
-            np.zeros(0, dtype=np.int64),
-            np.zeros(0, dtype=np.int64),
-            np.zeros(0, dtype=np.int64),
-            np.zeros(0),
-        )
+        else (empty, empty, empty, np.zeros(0))
     )
     return hits, cols
 
@@ -304,7 +310,9 @@ def supervise(
         key=pl.col("strategy").cast(pl.Enum(ids)).to_physical().cast(pl.Int64) * n_days
         + (pl.col("date").cast(pl.Int32) - first_day).cast(pl.Int64)
     )
-    pres_key = np.union1d(b.g_s * n_days + b.g_d, zero_only.get_column("key").to_numpy())
+    pres_key = b.g_s * n_days + b.g_d  # sorted and unique: the rows are sorted by (strategy, date)
+    if zero_only.height:
+        pres_key = np.union1d(pres_key, zero_only.get_column("key").to_numpy())
     held = np.zeros((len(ids), len(syms)))
     if prev.height:
         held[_codes(prev.get_column("strategy"), ids), _codes(prev.get_column("symbol"), syms)] = (
@@ -318,7 +326,7 @@ def _assemble(
     b: _Book,
     rejected: np.ndarray,
     audit_parts: list[dict],
-    hits: list[tuple],
+    hits: tuple[np.ndarray, ...],
     extra: tuple[np.ndarray, ...],
     ids: list[str],
     syms: list[str],
@@ -327,8 +335,7 @@ def _assemble(
 ) -> Supervision:
     """Approvals and audit frames from the arrays (codes back to strings, flags and reasons)."""
     t_limit, t_action = _rule_arrays("max_turnover", per)
-    ts = np.array([h[0] for h in hits], dtype=np.int64)
-    td = np.array([h[1] for h in hits], dtype=np.int64)
+    ts, td, t_to = hits
     parts = [
         pl.DataFrame(
             {
@@ -358,7 +365,7 @@ def _assemble(
                 "rank": np.full(len(ts), len(RULES) - 1),
                 "action": t_action[ts],
                 "limit": t_limit[ts],
-                "measured": np.array([h[2] for h in hits], dtype=np.float64),
+                "measured": t_to,
                 "below": np.zeros(len(ts), dtype=np.int64),
             },
             schema={
