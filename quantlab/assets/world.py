@@ -12,6 +12,7 @@ that is active (paper or live) at the time, or for the world itself (strategy `*
 strategy failing a gate is routine and only shows in the table; an active one is what a risk desk must see.
 """
 
+import base64
 import datetime as dt
 from pathlib import Path
 
@@ -313,11 +314,10 @@ def _write_chart(warehouse: Warehouse, wid: str, end: dt.date, run_dir: Path) ->
     alloc = warehouse.read_table("world_allocations", end=end, where={"world": wid})
     path = run_dir / "reports" / f"world_{wid}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(world_chart(wid, track, alloc))
-    return {
-        "chart": dg.MetadataValue.path(str(path)),
-        "chart_md": dg.MetadataValue.md(f"![{wid}]({path.as_uri()})"),
-    }
+    png = world_chart(wid, track, alloc)
+    path.write_bytes(png)
+    inline = f"![world {wid}](data:image/png;base64,{base64.b64encode(png).decode()})"
+    return {"chart": dg.MetadataValue.path(str(path)), "equity_and_allocation": dg.MetadataValue.md(inline)}
 
 
 def world_assets(project: Project) -> list[dg.AssetsDefinition]:

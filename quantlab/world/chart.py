@@ -15,7 +15,7 @@ def world_chart(world: str, track: pl.DataFrame, allocations: pl.DataFrame) -> b
     """PNG bytes: `world_returns` rows (equity, drawdown, circuit) and `world_allocations` rows (stacked
     weight per strategy and session) of one world."""
     track = track.sort("date")
-    fig = Figure(figsize=(10, 7), dpi=100)
+    fig = Figure(figsize=(9, 6), dpi=80)
     FigureCanvasAgg(fig)
     ax_eq, ax_dd, ax_al = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1, 2]})
     x = np.asarray(track.get_column("date").to_list(), dtype="datetime64[D]")
