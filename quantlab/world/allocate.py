@@ -285,14 +285,16 @@ def allocate_world(
     fresh = (1.0 - smooth) * target
 
     # the approved books, rows sorted by (session, strategy, symbol)
-    bk = books.filter(pl.col("approved_weight") != 0)
-    symbols = sorted(bk.get_column("symbol").unique().to_list())
-    n_n = max(len(symbols), 1)
-    b_k, b_s = _positions(bk, days_, members)
-    b_n = bk.get_column("symbol").cast(pl.Enum(symbols)).to_physical().cast(pl.Int64).to_numpy()
-    b_w = bk.get_column("approved_weight").to_numpy()
+    b_k, b_s = _positions(books, days_, members)
     inside = (b_k >= 0) & (b_s >= 0)
-    b_k, b_s, b_n, b_w = b_k[inside], b_s[inside], b_n[inside], b_w[inside]
+    b_w = books.get_column("approved_weight").to_numpy()
+    # only the books that can get capital: live (and not rejected) that day, or any on an evaluate-only day
+    usable = np.flatnonzero(inside & (b_w != 0) & (live_ok[b_k, b_s] | frozen[b_k]))
+    bk_symbols = books.get_column("symbol").gather(usable)
+    symbols = sorted(bk_symbols.unique().to_list())
+    n_n = max(len(symbols), 1)
+    b_k, b_s, b_w = b_k[usable], b_s[usable], b_w[usable]
+    b_n = bk_symbols.cast(pl.Enum(symbols)).to_physical().cast(pl.Int64).to_numpy()
     key = (b_k * n_m + b_s) * n_n + b_n
     if len(key) and (np.diff(key) < 0).any():  # the supervisor writes them sorted; a warehouse read may not
         order = np.argsort(key, kind="stable")
