@@ -8,7 +8,8 @@ whole range, on in-memory frames (no Dagster, no DuckDB):
    (drawdown, score floor, positions, symbol weight, long/short gross, gross, net and the stateful
    turnover cap in date order), two rule sets (half the strategies override four rules), the approvals and
    the audit log;
-2. per world, the (date, strategy) pairs the supervisor rejected, then
+2. per world, the (date, strategy) pairs the supervisor rejected (from the audit log, as the asset reads
+   them), then
    `quantlab.world.allocate.allocate_world(...)`: allocation (equal + full investment, inverse
    volatility + smoothing, risk parity with Ledoit-Wolf shrinkage over 60 sessions), side budgets, the
    world target book netted per symbol with gross / net / per-symbol limits, the drawdown circuit breaker,
@@ -221,11 +222,8 @@ def run_once(
     for world in specs:
         t0 = time.perf_counter()
         rejected = (
-            appr.group_by("date", "strategy")
-            .agg(pl.col("approved").all())
-            .filter(~pl.col("approved"))
-            .select("date", "strategy")
-        )
+            sup.audit.filter(pl.col("action") == "reject").select("date", "strategy").unique()
+        )  # what the asset reads from `audit_log`
         run = allocate_world(
             world,
             w["ids"],

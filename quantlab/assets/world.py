@@ -248,13 +248,12 @@ def run_world_allocation(
         start,
         end,
         where={"strategy": members},
-        columns=["date", "strategy", "symbol", "approved_weight", "approved"],
+        columns=["date", "strategy", "symbol", "approved_weight"],
     )
-    rejected = (
-        appr.group_by("date", "strategy")
-        .agg(pl.col("approved").all())
-        .filter(~pl.col("approved"))
+    rejected = (  # every rejection of a strategy on a date is an audit row with action reject
+        warehouse.read_table("audit_log", start, end, where={"strategy": members, "action": "reject"})
         .select("date", "strategy")
+        .unique()
     )
     vol_col = f"annual_volatility_{world.allocation.vol_window}"
     vol = metric_panel(world, kp, members).select("date", "strategy", pl.col(vol_col).alias("vol"))
@@ -273,7 +272,7 @@ def run_world_allocation(
         decisions,
         vol,
         net,
-        appr.select("date", "strategy", "symbol", "approved_weight"),
+        appr,
         rejected,
         world_state(warehouse, wid, start),
     )

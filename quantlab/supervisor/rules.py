@@ -395,17 +395,30 @@ def _assemble(
         .otherwise(pl.format("{}: {} > {}", head, pl.col("measured").round(4), lim))
     )
     n_s, n_n = len(ids), len(syms)
-    g_rej = pl.DataFrame({"gk": b.g_d * n_s + b.g_s, "rejected": rejected})
-    flags = (
-        audit.group_by(gk=pl.col("d") * n_s + pl.col("s"), maintain_order=True)
+    # flags per (date, strategy): the reasons of its triggers in rule order (most groups have one)
+    audit = audit.with_columns(gk=pl.col("d") * n_s + pl.col("s"))
+    gk = audit.get_column("gk").to_numpy()
+    first = np.r_[True, gk[1:] != gk[:-1]] if len(gk) else np.zeros(0, dtype=bool)
+    single = first & np.r_[first[1:], True] if len(gk) else first
+    multi = (
+        audit.filter(pl.Series(~single))
+        .group_by("gk", maintain_order=True)
         .agg(pl.col("reason").str.join("; ").alias("risk_flags"))
-        .join(g_rej, on="gk", how="left")
-        .with_columns(
-            reason=pl.when(pl.col("rejected").fill_null(False))
-            .then(pl.format("rejected: {}", "risk_flags"))
-            .otherwise(pl.format("approved with adjustments: {}", "risk_flags"))
-        )
-        .drop("rejected")
+    )
+    flags = pl.concat([audit.filter(pl.Series(single)).select("gk", risk_flags="reason"), multi]).sort("gk")
+    group_gk = b.g_d * n_s + b.g_s
+    by_gk = np.argsort(group_gk)
+    flag_gk = flags.get_column("gk").to_numpy()
+    at = np.minimum(np.searchsorted(group_gk, flag_gk, sorter=by_gk), max(len(by_gk) - 1, 0))
+    flag_rejected = (
+        rejected[by_gk[at]] & (group_gk[by_gk[at]] == flag_gk)
+        if len(by_gk)
+        else np.zeros(len(flag_gk), dtype=bool)
+    )
+    flags = flags.with_columns(
+        reason=pl.when(pl.Series(flag_rejected))
+        .then(pl.format("rejected: {}", "risk_flags"))
+        .otherwise(pl.format("approved with adjustments: {}", "risk_flags"))
     )
     xs, xd, xn, xw = extra
     s_all = np.concatenate([b.s, xs])
@@ -418,7 +431,6 @@ def _assemble(
     names = pl.Series(ids, dtype=pl.String)
     symbols = pl.Series(syms, dtype=pl.String)
     gk_row = d_all * n_s + s_all
-    flag_gk = flags.get_column("gk").to_numpy()  # ascending: the audit is sorted by (date, strategy)
     pos = np.searchsorted(flag_gk, gk_row)
     found = (
         (pos < len(flag_gk)) & (flag_gk[np.minimum(pos, max(len(flag_gk) - 1, 0))] == gk_row)
@@ -426,10 +438,9 @@ def _assemble(
         else pos < 0
     )
     idx = np.where(found, pos, len(flag_gk))  # the appended default row
-    risk_flags = pl.concat([flags.get_column("risk_flags"), pl.Series([""])]).gather(idx)
-    reason = pl.concat([flags.get_column("reason"), pl.Series(["approved: within all risk limits"])]).gather(
-        idx
-    )
+    risk_flags = pl.concat([flags.get_column("risk_flags"), pl.Series([""])]).rechunk().gather(idx)
+    reason = pl.concat([flags.get_column("reason"), pl.Series(["approved: within all risk limits"])])
+    reason = reason.rechunk().gather(idx)
     approvals = pl.DataFrame(
         {
             "date": pl.Series(d_all + first_day, dtype=pl.Int32).cast(pl.Date),
