@@ -174,21 +174,20 @@ def _turnover(
         to = np.abs(diff).sum(axis=1)
         hit = present[k] & ~rej[k] & (to > lim + _EPS)
         if hit.any():
-            scaled = hit & scale_s
-            factor = np.where(scaled, lim / np.where(to > 0, to, 1.0), 1.0)
-            cand = held + diff * factor[:, None]
-            cand[scaled[:, None] & (np.abs(cand) < DUST) & (diff == -held)] = 0.0  # close the dust of exits
-            cand[hit & reject_s] = 0.0
             hs = np.flatnonzero(hit)
             hit_s.append(hs)
             hit_d.append(np.full(hs.size, days_on[k]))
             hit_to.append(to[hs])
-            if scaled.any():
-                si, ni = np.nonzero(
-                    scaled[:, None] & (cand != 0) & (diff == -held)
-                )  # names the target dropped
+            sc = hs[scale_s[hs]]
+            if sc.size:  # move part of the way; names the target dropped stay unless under DUST
+                moved = held[sc] + diff[sc] * (lim[sc] / to[sc])[:, None]
+                dropped = diff[sc] == -held[sc]
+                moved[dropped & (np.abs(moved) < DUST)] = 0.0
+                cand[sc] = moved
+                si, ni = np.nonzero(dropped & (moved != 0))
                 if si.size:
-                    extra.append((si, np.full(si.size, days_on[k]), ni, cand[si, ni]))
+                    extra.append((sc[si], np.full(si.size, days_on[k]), ni, moved[si, ni]))
+            cand[hs[reject_s[hs]]] = 0.0
             new_w[lo:hi] = cand[rs, rn]
         held = cand  # absent strategies keep their book (their row of cand is the held one)
     b.w[rows] = np.where(rejected[b.grp[rows]], b.w[rows], new_w)
