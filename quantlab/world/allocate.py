@@ -190,21 +190,20 @@ def _risk_parity(
     days_: list[dt.date],
 ) -> np.ndarray:
     """Risk-parity weights (T, M) of each session's live strategies (NaN where the covariance is
-    singular), solved in one batch per distinct live set; they depend on no state."""
+    singular), solved in one batch per number of live strategies; they depend on no state."""
     rp = world.allocation.risk_parity
     window = days(rp.window)
     out = np.full(live_ok.shape, np.nan)
-    todo = np.array([d not in frozen_on for d in days_]) & (live_ok.sum(axis=1) > 1)
-    sets, inverse = np.unique(live_ok[todo], axis=0, return_inverse=True)
-    rows = np.flatnonzero(todo)
-    for j, mask in enumerate(sets):
-        ks = rows[inverse.ravel() == j]
-        ids = np.flatnonzero(mask)
+    n_live = live_ok.sum(axis=1)
+    todo = np.array([d not in frozen_on for d in days_]) & (n_live > 1)
+    for p in np.unique(n_live[todo]):
+        ks = np.flatnonzero(todo & (n_live == p))
+        ids = np.nonzero(live_ok[ks])[1].reshape(len(ks), p)  # each session's live strategies, in order
         span = (off + ks)[:, None] + np.arange(1 - window, 1)[None, :]
-        x = ret_m[span][:, :, ids]
+        x = ret_m[span[:, :, None], ids[:, None, :]]
         cov = ledoit_wolf(x) if rp.shrinkage == "ledoit_wolf" else shrunk(x, float(rp.shrinkage))
         w, _ = erc_weights(cov)
-        out[np.ix_(ks, ids)] = w
+        out[ks[:, None], ids] = w
     return out
 
 
