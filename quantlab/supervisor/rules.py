@@ -18,6 +18,10 @@ Rules run in this order per (date, strategy), each on the weights left by the pr
    `max_positions` can be exceeded on such a day (the union of both books is held).
 `flag` only records, `reject` approves nothing for that strategy and date. Every row carries the
 strategy-level flags so a reader sees why a name was cut; every triggered rule is one `audit_log` row.
+
+Implementation: rows become integer codes sorted by (strategy, date, symbol); each rule is a segment
+reduction per (strategy, date) in numpy with per-strategy limits, text is formatted only for the rules
+that fired, and rule 9 is one loop over the dates on (strategies x symbols) arrays.
 """
 
 from __future__ import annotations
@@ -34,17 +38,7 @@ _EPS = 1e-12
 DUST = 1e-4  # a name a partial move leaves under 1 bp that the target no longer holds is closed
 RULES = tuple(RiskLimits.model_fields)
 _ACTIONS = ("flag", "scale", "reject")
-_FLAG, _SCALE, _REJECT = 0, 1, 2
-
-AUDIT_SCHEMA = {
-    "date": pl.Date,
-    "strategy": pl.String,
-    "rule": pl.String,
-    "action": pl.String,
-    "limit": pl.Float64,
-    "measured": pl.Float64,
-    "reason": pl.String,
-}
+_SCALE, _REJECT = 1, 2  # indices in _ACTIONS
 
 
 @dataclass(frozen=True)
