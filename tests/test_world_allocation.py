@@ -361,3 +361,11 @@ def test_smoothing_blends_with_the_previous_allocation() -> None:
         for k in range(1, 40):
             expect = 0.5 * tb[k - 1] + 0.5 * ta[k] if still[k] else 0.0
             assert tb[k] == pytest.approx(expect, abs=1e-15), (m, k)
+
+
+def test_no_books_gives_an_empty_typed_world_book() -> None:
+    data = inputs()
+    data["books"] = data["books"].head(0)
+    out = run(world(**RICH), data, DAYS[:5])
+    valid(out)
+    assert out.targets.is_empty() and out.allocations.height > 0

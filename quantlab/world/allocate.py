@@ -410,7 +410,7 @@ def allocate_world(
                 "world": pl.Series([world.id] * len(t_k), dtype=pl.String),
                 "date": day_series.gather(t_k),
                 "symbol": pl.Series(symbols or [""], dtype=pl.String).gather(t_n),
-                "weight": t_w,
+                "weight": pl.Series(t_w, dtype=pl.Float64),  # bincount of nothing is int64
             }
         ),
         returns=pl.DataFrame(
