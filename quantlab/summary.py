@@ -164,11 +164,11 @@ def render_text(summary: dict[str, Any]) -> str:
                 f"  track: {t['days']} days, total return {_fmt(t['total_return'], True)}, "
                 f"max drawdown {_fmt(t['max_drawdown'], True)}, equity {_fmt(t['equity'])}"
             )
-        curve = w.get("equity_curve") or []
+        curve = (w.get("equity_curve") or [])[-60:]  # the last five years
         if curve:
             out.append(
-                f"  equity by month {curve[0][0][:7]} .. {curve[-1][0][:7]}: {sparkline([e for _, e in curve[-60:]])}"
-                f"  ({curve[0][1]:.2f} -> {curve[-1][1]:.2f}; last 60 months shown)"
+                f"  equity by month {curve[0][0][:7]} .. {curve[-1][0][:7]}: {sparkline([e for _, e in curve])}"
+                f"  ({curve[0][1]:.2f} -> {curve[-1][1]:.2f})"
             )
             c = w["circuit"]
             state = f"ON since {c['since']}" if c["on"] else "off"

@@ -34,7 +34,12 @@ def world_chart(world: str, track: pl.DataFrame, allocations: pl.DataFrame) -> b
     ax_dd.set_ylabel("drawdown %")
     if allocations.height:
         wide = (
-            allocations.pivot(on="strategy", index="date", values="weight", aggregate_function="sum")
+            track.select("date")  # every session: one without allocation rows is cash (0)
+            .join(
+                allocations.pivot(on="strategy", index="date", values="weight", aggregate_function="sum"),
+                on="date",
+                how="left",
+            )
             .sort("date")
             .fill_null(0.0)
         )
