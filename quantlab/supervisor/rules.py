@@ -77,14 +77,14 @@ def _rule_arrays(name: str, per: list[RiskLimits]) -> tuple[np.ndarray, np.ndarr
     return limit, action
 
 
-def _measure(name: str, b: _Book, lim_row: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def _measure(name: str, b: _Book, lim_g: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """The rule's measure per group (and, for `min_score`, the number of names below the floor)."""
     w, held = b.w, b.w != 0
     if name == "max_drawdown":
         return np.nan_to_num(b.max_dd, nan=0.0), None
     if name == "min_score":
         conv = np.nan_to_num(b.score * np.sign(w), nan=-np.inf)
-        below = held & (conv < lim_row)
+        below = held & (conv < lim_g[b.grp])
         return b.reduce(np.minimum, np.where(held, conv, np.inf)), b.reduce(np.add, below.astype(np.int64))
     if name == "max_positions":
         return b.reduce(np.add, held.astype(np.float64)), None
@@ -281,7 +281,7 @@ def supervise(
         if (action < 0).all():
             continue
         lim_g, act_g = limit[b.g_s], action[b.g_s]
-        m_g, below = _measure(name, b, lim_g[b.grp])
+        m_g, below = _measure(name, b, lim_g)
         with np.errstate(invalid="ignore"):
             hit = (act_g >= 0) & ((m_g < lim_g - _EPS) if name == "min_score" else (m_g > lim_g + _EPS))
         if not hit.any():
