@@ -48,9 +48,9 @@ from quantlab.features.library import compute_features
 from quantlab.resources import Warehouse
 from quantlab.strategy_lab.spec import StrategySpec
 from quantlab.strategy_lab.targets import strategy_targets
-from quantlab.supervisor.rules import approve
+from quantlab.supervisor.rules import supervise
 from quantlab.supervisor.spec import SupervisorSpec
-from quantlab.world.allocate import allocate_range, world_returns
+from quantlab.world.allocate import WorldState, allocate_world, history_start
 from quantlab.world.decide import State
 from quantlab.world.evaluate import evaluate_world, metric_panel
 from quantlab.world.spec import WorldSpec
@@ -747,26 +747,26 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one stage after 
     # 7. supervisor ------------------------------------------------------------------------------
     approvals: dict[str, pl.DataFrame] | None = None
     if targets is None or kpi_table is None:
-        bench.skip("7", "approve", "no targets or no KPI table")
+        bench.skip("7", "supervise", "no targets or no KPI table")
     else:
         sup = SupervisorSpec()
         limits = {sid: sup.for_strategy(spec.risk) for sid, spec in specs.items()}
         full = kpi_table.filter(pl.col("window") == "full").select("date", "strategy", "max_dd")
-        kp_in = {sid: full.filter(pl.col("strategy") == sid).select("date", "max_dd") for sid in specs}
-        tg_in = {sid: t.select("date", "strategy", "symbol", "weight") for sid, t in targets.items()}
+        kp_in = {sid: full.filter(pl.col("strategy") == sid) for sid in specs}
+        tg_in = {sid: t.select("date", "strategy", "symbol", "weight", "score") for sid, t in targets.items()}
 
         def run_approve(extra: dict[str, Any]) -> dict[str, pl.DataFrame]:
             out, t0 = {}, time.perf_counter()
             for sid in specs:
-                out[sid] = approve(tg_in[sid], kp_in[sid], limits[sid])
+                out[sid] = supervise(tg_in[sid], kp_in[sid], limits[sid]).approvals
                 t0 = lap(extra, "per_strategy_seconds", sid, t0)
             return out
 
         approvals = bench.run(
             "7",
-            "approve x K",
+            "supervise x K",
             run_approve,
-            measures="quantlab.supervisor.rules.approve(targets, kpis_full, limits) per strategy with "
+            measures="quantlab.supervisor.rules.supervise(targets, kpis_full, limits) per strategy with "
             "SupervisorSpec().for_strategy(spec.risk) (built-in default rules)",
             rows_in=sum(t.height for t in tg_in.values()),
             rows_out=lambda d: sum(df.height for df in d.values()),
@@ -785,7 +785,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one stage after 
 
     # 8. world -----------------------------------------------------------------------------------
     if kpi_table is None or returns_long is None:
-        for key, title in (("8a", "evaluate_world"), ("8b", "allocate_range"), ("8c", "world_returns")):
+        for key, title in (("8a", "evaluate_world"), ("8b", "allocate_world")):
             bench.skip(key, title, "no KPI table or no strategy returns")
         return finish(bench)
     run_world(bench, specs, kpi_table, returns_long, bars, approvals, days, args.stage_budget)
@@ -833,7 +833,7 @@ def run_world(
     days: list[dt.date],
     budget: float,
 ) -> None:
-    """Stage 8: evaluate_world, then allocate_range and world_returns on its decisions.
+    """Stage 8: evaluate_world, then allocate_world (allocation, world book, risk engine, track) on its decisions.
 
     Probes over the last PROBE_SESSIONS and twice as many sessions fit t ~ sessions^p per sub-stage (p in
     [1, 2]) and extrapolate to the full range; if one sub-stage would exceed `budget`, all three run on the
@@ -846,55 +846,62 @@ def run_world(
         sides = [specs[m].side for m in members]
         bar_dates = bars.get_column("date").unique().to_list()
         net_in = returns_long.select("date", "strategy", "net")
-        rejected_all: frozenset[tuple[dt.date, str]] = frozenset()
-        if approvals is not None:
-            appr = pl.concat([df.select("date", "strategy", "approved") for df in approvals.values()])
-            rejected_all = frozenset(
-                appr.group_by("date", "strategy")
-                .agg(pl.col("approved").all())
-                .filter(~pl.col("approved"))
-                .select("date", "strategy")
-                .iter_rows()
+        appr = (
+            pl.concat(
+                [
+                    df.select("date", "strategy", "symbol", "approved_weight", "approved")
+                    for df in approvals.values()
+                ]
             )
-        alloc_schema = {
-            "world": pl.String,
-            "date": pl.Date,
-            "strategy": pl.String,
-            "side": pl.String,
-            "weight": pl.Float64,
-        }
-        empty_alloc = pl.DataFrame(schema=alloc_schema)
-        side_of = dict(zip(members, sides, strict=True))
+            if approvals is not None
+            else pl.DataFrame(
+                schema={
+                    "date": pl.Date,
+                    "strategy": pl.String,
+                    "symbol": pl.String,
+                    "approved_weight": pl.Float64,
+                    "approved": pl.Boolean,
+                }
+            )
+        )
+        rejected_all = (
+            appr.group_by("date", "strategy")
+            .agg(pl.col("approved").all())
+            .filter(~pl.col("approved"))
+            .select("date", "strategy")
+        )
+        books_all = appr.select("date", "strategy", "symbol", "approved_weight")
     except Exception as exc:  # noqa: BLE001
-        for key, title in (("8a", "evaluate_world"), ("8b", "allocate_range"), ("8c", "world_returns")):
+        for key, title in (("8a", "evaluate_world"), ("8b", "allocate_world")):
             bench.skip(key, title, f"world setup failed: {type(exc).__name__}: {exc}")
         return
 
-    def inputs(lo: dt.date, hi: dt.date) -> tuple[pl.DataFrame, frozenset[tuple[dt.date, str]]]:
-        """The asset's inputs for a range: KPI rows in [lo, hi], rejections in [lo, hi]."""
+    def inputs(lo: dt.date, hi: dt.date) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        """The asset's inputs for a range: KPI rows, rejections and approved books in [lo, hi]."""
         kp = kpi_table.filter(pl.col("date").is_between(lo, hi) & pl.col("strategy").is_in(members))
-        return kp, frozenset(p for p in rejected_all if lo <= p[0] <= hi)
+        in_range = pl.col("date").is_between(lo, hi)
+        return kp, rejected_all.filter(in_range), books_all.filter(in_range)
+
+    def allocate(
+        kp: pl.DataFrame, dec: pl.DataFrame, rej: pl.DataFrame, books: pl.DataFrame, lo: dt.date, hi: dt.date
+    ):
+        vol_col = f"annual_volatility_{world.allocation.vol_window}"
+        vol = metric_panel(world, kp, members).select("date", "strategy", pl.col(vol_col).alias("vol"))
+        net = net_in.filter(pl.col("date").is_between(history_start(world, lo), hi))
+        return allocate_world(
+            world, members, sides, calendar.sessions(lo, hi), dec, vol, net, books, rej, WorldState()
+        )
 
     def pipeline(lo: dt.date, hi: dt.date) -> dict[str, float]:
-        kp, rej = inputs(lo, hi)
+        kp, rej, books = inputs(lo, hi)
         net = net_in.filter(pl.col("date") <= hi)
         t0 = time.perf_counter()
         prev = tuple(State() for _ in members)
         dec = evaluate_world(world, members, sides, kp, net, bar_dates, prev, lo, hi).decisions
         t1 = time.perf_counter()
-        alloc = allocate_range(world, dec, metric_panel(world, kp, members), side_of, empty_alloc, rej)
+        allocate(kp, dec, rej, books, lo, hi)
         t2 = time.perf_counter()
-        world_returns(
-            world.id,
-            alloc,
-            net.filter(pl.col("date") >= lo),
-            calendar.sessions(lo, hi),
-            empty_alloc,
-            1.0,
-            1.0,
-        )
-        t3 = time.perf_counter()
-        return {"evaluate_world": t1 - t0, "allocate_range": t2 - t1, "world_returns": t3 - t2}
+        return {"evaluate_world": t1 - t0, "allocate_world": t2 - t1}
 
     # probe on the last n1 and 2 n1 sessions; per sub-stage, fit t ~ n^p (p clipped to [1, 2]: the loops are
     # linear in the sessions, a per-day scan of a per-range list is quadratic) and extrapolate
@@ -938,9 +945,9 @@ def run_world(
     bench.report["world_probe"] = probe
 
     def attempt(n: int) -> bool:
-        """Run 8a-8c on the last n sessions; False if evaluate_world hit the hard limit."""
+        """Run 8a-8b on the last n sessions; False if evaluate_world hit the hard limit."""
         lo, hi = days[-n], days[-1]
-        kp, rej = inputs(lo, hi)
+        kp, rej, books = inputs(lo, hi)
         net = net_in.filter(pl.col("date") <= hi)
         prev = tuple(State() for _ in members)
         notes = []
@@ -973,40 +980,20 @@ def run_world(
         rec["live_decision_rows"] = int((dec.get_column("stage") == "live").sum())
         rec["selected_rows"] = int(dec.get_column("selected").sum())
 
-        def run_alloc(extra: dict[str, Any]) -> pl.DataFrame:
-            t0 = time.perf_counter()
-            panel = metric_panel(world, kp, members)
-            t0 = lap(extra, "parts_seconds", "metric_panel", t0)
-            out = allocate_range(world, dec, panel, side_of, empty_alloc, rej)
-            lap(extra, "parts_seconds", "allocate_range", t0)
-            return out
-
-        alloc = bench.run(
-            "8b",
-            "allocate_range",
-            run_alloc,
-            measures="quantlab.world.evaluate.metric_panel(...) + quantlab.world.allocate.allocate_range("
-            "world, decisions, panel, sides, previous, rejected)",
-            rows_in=dec.height,
-            rows_out=lambda df: df.height,
-            notes=notes
-            + [f"rejected = {len(rej)} (date, strategy) pairs the supervisor rejected in the range"],
-        )
-        bench.stages[-1]["sessions"] = n
-        if alloc is None:
-            bench.skip("8c", "world_returns", "no allocations")
-            return True
-        net_range = net.filter(pl.col("date") >= lo)
-        world_days = calendar.sessions(lo, hi)
         bench.run(
-            "8c",
-            "world_returns",
-            lambda extra: world_returns(world.id, alloc, net_range, world_days, empty_alloc, 1.0, 1.0),
-            measures="quantlab.world.allocate.world_returns(world, allocations, strategy_net, days, prev, "
-            "1, 1)",
-            rows_in=alloc.height + net_range.height,
-            rows_out=lambda df: df.height,
-            notes=notes + ["rows_in = allocation rows + strategy net rows"],
+            "8b",
+            "allocate_world",
+            lambda extra: allocate(kp, dec, rej, books, lo, hi),
+            measures="quantlab.world.evaluate.metric_panel(...) + quantlab.world.allocate.allocate_world(world, "
+            "members, sides, days, decisions, vol, returns, books, rejected, WorldState()): allocation, world "
+            "book, risk engine and track",
+            rows_in=dec.height + books.height,
+            rows_out=lambda run: run.allocations.height + run.targets.height + run.returns.height,
+            notes=notes
+            + [
+                f"rejected = {rej.height} (date, strategy) pairs the supervisor rejected in the range",
+                "rows_in = decision rows + approved book rows; rows_out = allocation + world book + track rows",
+            ],
         )
         bench.stages[-1]["sessions"] = n
         return True

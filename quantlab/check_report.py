@@ -21,6 +21,7 @@ from quantlab.assets.curator import ANOMALY_CHECK, CHECKS
 from quantlab.assets.world import ALLOCATION_CHECKS, allocation_checks
 from quantlab.project import Project
 from quantlab.resources import Warehouse
+from quantlab.world.allocate import WorldRun
 from quantlab.world.checks import family_failures, family_passed
 from quantlab.world.spec import FAMILIES
 
@@ -111,20 +112,30 @@ def _world_rows(warehouse: Warehouse, project: Project, world_id: str, day: dt.d
                 reason,
             )
         )
-    alloc = warehouse.read_table("world_allocations", day, day, where={"world": world_id})
-    results = {c.check_name: c for c in allocation_checks(spec, alloc, decided)} if decided.height else {}
-    for name in ALLOCATION_CHECKS:
+    run = WorldRun(
+        *[
+            warehouse.read_table(t, day, day, where={"world": world_id})
+            for t in ("world_allocations", "world_targets", "world_returns", "world_risk_events")
+        ]
+    )
+    results = {c.check_name: c for c in allocation_checks(spec, run, decided)} if decided.height else {}
+    for name in (*ALLOCATION_CHECKS, "circuit_breaker"):
         check = f"{world_id}_{name}"
         res = results.get(check)
-        failing = 0 if res is None else int(res.metadata["violations"].value)
+        failing = (
+            0 if res is None else int(res.metadata.get("violations", res.metadata.get("dates_on")).value)
+        )
+        reason = "; ".join(
+            run.events.filter(pl.col("event") == "circuit_trip").get_column("reason").to_list()
+        )
         rows.append(
             _row(
                 f"world_allocation/{world_id}",
                 check,
-                "blocking",
+                "warn" if name == "circuit_breaker" else "blocking",
                 None if res is None else res.passed,
                 failing,
-                "",
+                reason if name == "circuit_breaker" else "",
             )
         )
     return rows

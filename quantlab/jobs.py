@@ -63,7 +63,7 @@ CHAIN: list[tuple[str, Runner]] = [
     ("targets", lambda w, m, p, a, b, r: run_targets(w, m, p, a, b, r)),
     ("strategy_returns", lambda w, m, p, a, b, r: run_strategy_returns(w, p, a, b, r)),
     ("kpis", lambda w, m, p, a, b, r: run_kpis(w, a, b)),
-    ("approvals", lambda w, m, p, a, b, r: run_approvals(w, p, a, b)),
+    ("approvals", lambda w, m, p, a, b, r: run_approvals(w, p, a, b, r)),
 ]
 
 
@@ -99,7 +99,9 @@ def _world_op(project: Project, world_id: str, kind: str) -> dg.OpDefinition:
                 warehouse, project, world, *window, project_files.run_dir(context.run_id)
             )
         else:
-            run = run_world_allocation(warehouse, project, world, *window)
+            run = run_world_allocation(
+                warehouse, project, world, *window, project_files.run_dir(context.run_id)
+            )
         _finish(context, f"world_{kind}/{world_id}", run)
 
     return _op

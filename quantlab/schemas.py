@@ -240,6 +240,23 @@ class Approvals(pa.DataFrameModel):
         unique = ["date", "strategy", "symbol"]
 
 
+class AuditLog(pa.DataFrameModel):
+    """One row per supervisor rule triggered for a strategy on a date: what was measured, against which
+    limit, the action taken and the readable reason (also in the approvals' `risk_flags`)."""
+
+    date: dt.date
+    strategy: str
+    rule: str
+    action: str = pa.Field(isin=["flag", "scale", "reject"])
+    limit: float
+    measured: float
+    reason: str
+
+    class Config:
+        strict = True
+        unique = ["date", "strategy", "rule"]
+
+
 class RuleResults(pa.DataFrameModel):
     """One row per world, date, strategy and rule: the per-date record behind the world asset checks."""
 
@@ -342,7 +359,12 @@ class WorldAllocations(pa.DataFrameModel):
 
 
 class WorldReturns(pa.DataFrameModel):
-    """The world's own track: allocation decided at t earns the strategies' net returns of t+1."""
+    """The world's own track: allocation decided at t earns the strategies' net returns of t+1.
+
+    `exposure` is the capital allocated over the session (sum of the strategy weights decided the session
+    before), `gross_exposure`/`net_exposure` those of the world target book held; `circuit` the drawdown
+    circuit breaker's state after the session (it caps the allocation decided at its close), tripped on
+    `circuit_since`."""
 
     world: str
     date: dt.date
@@ -350,7 +372,11 @@ class WorldReturns(pa.DataFrameModel):
     equity: float = pa.Field(gt=0)
     drawdown: float = pa.Field(ge=0)
     exposure: float = pa.Field(ge=0)
+    gross_exposure: float = pa.Field(ge=0)
+    net_exposure: float
     n_live: pl.Int64 = pa.Field(ge=0)
+    circuit: bool
+    circuit_since: dt.date = pa.Field(nullable=True)
 
     class Config:
         strict = True
@@ -390,6 +416,48 @@ class TuningTrials(pa.DataFrameModel):
         unique = ["study", "trial"]
 
 
+class WorldTargets(pa.DataFrameModel):
+    """The world's target book decided at the close of `date`: the strategies' approved targets weighted by
+    their allocation and netted per symbol (long and short across strategies); symbols netting to 0 omitted."""
+
+    world: str
+    date: dt.date
+    symbol: str
+    weight: float
+
+    class Config:
+        strict = True
+        unique = ["world", "date", "symbol"]
+
+
+class WorldRiskEvents(pa.DataFrameModel):
+    """Every trigger of a world's allocation limits and risk engine, with the value, the limit and why."""
+
+    world: str
+    date: dt.date
+    event: str = pa.Field(
+        isin=[
+            "circuit_trip",
+            "circuit_release",
+            "circuit_cap",
+            "daily_loss",
+            "max_gross",
+            "max_net",
+            "max_symbol",
+            "budget_unmet",
+            "singular_covariance",
+            "no_live",
+        ]
+    )
+    value: float = pa.Field(nullable=True)
+    limit: float = pa.Field(nullable=True)
+    reason: str
+
+    class Config:
+        strict = True
+        unique = ["world", "date", "event"]
+
+
 @dataclass(frozen=True)
 class Table:
     name: str
@@ -418,6 +486,7 @@ TABLES: dict[str, Table] = {
         _table("trades", Trades),
         _table("kpis", Kpis),
         _table("approvals", Approvals),
+        _table("audit_log", AuditLog),
         _table("rule_results", RuleResults, scope=("world",)),
         _table("world_decisions", WorldDecisions, scope=("world",)),
         _table("world_snapshots", WorldSnapshots, scope=("world",)),
@@ -426,5 +495,7 @@ TABLES: dict[str, Table] = {
         _table("world_allocations", WorldAllocations, scope=("world",)),
         _table("world_returns", WorldReturns, scope=("world",)),
         _table("tuning_trials", TuningTrials, partition_col=None, scope=("study",)),
+        _table("world_targets", WorldTargets, scope=("world",)),
+        _table("world_risk_events", WorldRiskEvents, scope=("world",)),
     ]
 }

@@ -42,7 +42,61 @@ def world_summary(warehouse: Warehouse, world: str, day: dt.date) -> dict[str, A
         "arg_max(equity, date) AS equity FROM world_returns WHERE world = ? AND date <= ?",
         [world, last],
     ).row(0, named=True)
-    return {"world": world, "date": last.isoformat(), "strategies": rows.to_dicts(), "track": track}
+    return {
+        "world": world,
+        "date": last.isoformat(),
+        "strategies": rows.to_dicts(),
+        "track": track,
+        **world_history(warehouse, world, last),
+    }
+
+
+def world_history(warehouse: Warehouse, world: str, day: dt.date, changes: int = 5) -> dict[str, Any]:
+    """A world's equity at each month end up to `day`, its last allocation changes, circuit-breaker state
+    and risk events by kind (from `world_returns`, `world_allocations`, `world_risk_events`)."""
+    track = warehouse.read_table("world_returns", end=day, where={"world": world}).sort("date")
+    if not track.height:
+        return {"equity_curve": [], "allocation_changes": [], "circuit": None, "risk_events": {}}
+    monthly = (
+        track.group_by(month=pl.col("date").dt.truncate("1mo"))
+        .agg(pl.col("date").last(), pl.col("equity").last())
+        .sort("date")
+    )
+    alloc = warehouse.read_table("world_allocations", end=day, where={"world": world})
+    books = (
+        alloc.sort("strategy")
+        .group_by("date")
+        .agg(
+            pl.format("{} {}%", "strategy", (pl.col("weight") * 100).round(1))
+            .str.join(", ")
+            .alias("allocation")
+        )
+        .sort("date")
+    )
+    books = (
+        pl.DataFrame({"date": track.get_column("date")})
+        .join(books, on="date", how="left")
+        .with_columns(pl.col("allocation").fill_null("cash"))
+    )
+    moved = books.filter(pl.col("allocation") != pl.col("allocation").shift(1).fill_null(""))
+    events = warehouse.read_table("world_risk_events", end=day, where={"world": world})
+    last = track.row(-1, named=True)
+    return {
+        "equity_curve": [(d.isoformat(), e) for d, e in monthly.select("date", "equity").iter_rows()],
+        "allocation_changes": [(d.isoformat(), a) for d, a in moved.tail(changes).iter_rows()],
+        "circuit": {"on": last["circuit"], "since": last["circuit_since"], "drawdown": last["drawdown"]},
+        "risk_events": dict(sorted(events.group_by("event").len().iter_rows())),
+    }
+
+
+def sparkline(values: list[float]) -> str:
+    """One character per value, scaled between the series' min and max."""
+    if not values:
+        return ""
+    blocks = "▁▂▃▄▅▆▇█"
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    return "".join(blocks[min(7, int((v - lo) / span * 8))] for v in values)
 
 
 def data_summary(warehouse: Warehouse, day: dt.date, top: int = 5) -> dict[str, Any]:
@@ -140,6 +194,21 @@ def render_text(summary: dict[str, Any]) -> str:
                 f"  track: {t['days']} days, total return {_fmt(t['total_return'], True)}, "
                 f"max drawdown {_fmt(t['max_drawdown'], True)}, equity {_fmt(t['equity'])}"
             )
+        curve = (w.get("equity_curve") or [])[-60:]  # the last five years
+        if curve:
+            out.append(
+                f"  equity by month {curve[0][0][:7]} .. {curve[-1][0][:7]}: {sparkline([e for _, e in curve])}"
+                f"  ({curve[0][1]:.2f} -> {curve[-1][1]:.2f})"
+            )
+            c = w["circuit"]
+            state = f"ON since {c['since']}" if c["on"] else "off"
+            events = ", ".join(f"{k} {v}" for k, v in w["risk_events"].items()) or "none"
+            out.append(
+                f"  circuit breaker {state} (drawdown {_fmt(c['drawdown'], True)}); risk events: {events}"
+            )
+            out.append("  allocation changes (latest):")
+            out += [f"    {d}  {a}" for d, a in w["allocation_changes"]]
+            out.append(f"  chart: {summary['artifacts']}/reports/world_{w['world']}.png")
         out.append(
             f"  {'strategy':<22}{'stage':<10}{'weight':>8}{'sharpe':>8}{'CAGR':>8}{'maxDD':>8}{'hit':>7}  reason"
         )

@@ -45,8 +45,18 @@ selection:
   topk: {{total: 2}}
   correlation: {{max_pairwise: 0.99, window: short}}
   hysteresis: {{promote_after: 1, demote_after: 3, min_dwell: 2d}}
-allocation: {{method: inverse_vol, max_weight: 0.7, vol_window: short}}
+{allocation}
 """
+ALLOCATION = {
+    "alpha": "allocation: {method: inverse_vol, max_weight: 0.7, vol_window: short}",
+    # the stateful allocation steps: smoothing, the circuit breaker (tight, so it trips and resets within
+    # the test dates), the daily loss limit; risk parity and the world book limits
+    "beta": """allocation: {method: risk_parity, smoothing: 0.3, max_gross: 0.8, risk_parity: {window: 20d}}
+risk:
+  drawdown_circuit: {max_dd: 0.01, cut_to: 0.3, cooldown: 2d, resume_below: 0.005}
+  daily_loss: {limit: 0.01, cut_to: 0.5}
+  exposure: {max_symbol: 0.4}""",
+}
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +66,10 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(REPO / "feature_sets", root / "feature_sets")
     shutil.copy(REPO / "supervisor.yaml", root / "supervisor.yaml")
     (root / "worlds").mkdir()
-    (root / "worlds" / "alpha.yaml").write_text(TEST_WORLD.format(id="alpha", tag="equity"))
-    (root / "worlds" / "beta.yaml").write_text(TEST_WORLD.format(id="beta", tag="momentum"))
+    for wid, tag in (("alpha", "equity"), ("beta", "momentum")):
+        (root / "worlds" / f"{wid}.yaml").write_text(
+            TEST_WORLD.format(id=wid, tag=tag, allocation=ALLOCATION[wid])
+        )
     return root
 
 
@@ -138,14 +150,26 @@ def test_history_fills_every_table(base: Path, project: Path) -> None:
         "rule_results",
         "world_decisions",
         "world_returns",
+        "audit_log",
+        "world_targets",
+        "world_risk_events",
     ):
         assert tables[name].height > 0, name
+    # beta's tight risk engine tripped and released its circuit breaker over the history, in date order
+    events = tables["world_risk_events"].filter(pl.col("world") == "beta").sort("date")
+    trips = events.filter(pl.col("event").is_in(["circuit_trip", "circuit_release"])).get_column("event")
+    assert trips.len() >= 2 and trips.to_list()[:2] == ["circuit_trip", "circuit_release"]
+    track = tables["world_returns"].filter(pl.col("world") == "beta")
+    assert track.filter("circuit").height > 0
     decisions = tables["world_decisions"]
     assert decisions.filter(pl.col("stage") == "live").height > 0  # the test worlds promote within the range
     assert tables["world_allocations"].height > 0
     reports = sorted((project / "artifacts" / "runs").glob("*/reports/backtest_summary.md"))
     assert reports and "momentum_top2" in reports[-1].read_text()
     assert (reports[-1].parent / "momentum_top2_equity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    run_reports = reports[-1].parent
+    assert "## Rules in force" in (run_reports / "approval_summary.md").read_text()
+    assert (run_reports / "world_beta.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert pl.read_csv(reports[-1].parent.parent / "trades.csv").height == tables["trades"].height
     # next-bar execution: no trade on a strategy's first decision date
     first_target = (
@@ -168,11 +192,12 @@ def test_chain_partition_checks_per_world(project: Path, base: Path, tmp_path: P
             key = dg.AssetCheckKey(dg.AssetKey(["world_evaluation", world]), f"{world}_{family}")
             history = instance.event_log_storage.get_asset_check_execution_history(key, limit=5)
             assert [h.partition for h in history] == [day.isoformat()], (world, family)
-        key = dg.AssetCheckKey(dg.AssetKey(["world_allocation", world]), f"{world}_budgets")
-        assert (
-            instance.event_log_storage.get_asset_check_execution_history(key, limit=5)[0].partition
-            == day.isoformat()
-        )
+        for check in ("budgets", "circuit_breaker"):
+            key = dg.AssetCheckKey(dg.AssetKey(["world_allocation", world]), f"{world}_{check}")
+            assert (
+                instance.event_log_storage.get_asset_check_execution_history(key, limit=5)[0].partition
+                == day.isoformat()
+            )
     rules = Warehouse(database=str(db)).read_table("rule_results", day, day)
     assert set(rules.get_column("world")) == {"alpha", "beta"}
     assert set(rules.get_column("family")) >= {"data_currency", "sample", "gates", "selection", "lifecycle"}
@@ -488,3 +513,29 @@ def test_kpis_count_trades_and_measure_each_leg(base: Path) -> None:
     by_id = dict(short.iter_rows())
     assert by_id["momentum_top2"] is None  # long only: no short leg
     assert by_id["ml_gbm"] > 0  # long the two best, short the worst
+
+
+def test_summary_shows_each_world_track_and_allocation_history(base: Path) -> None:
+    from quantlab.summary import render_text, world_summary
+
+    wh = Warehouse(database=str(base))
+    beta = world_summary(wh, "beta", BASE[1])
+    months = {d[:7] for d, _ in beta["equity_curve"]}
+    assert len(months) == 6 and beta["equity_curve"][-1][1] == pytest.approx(beta["track"]["equity"])
+    assert beta["risk_events"]["circuit_trip"] >= 1 and beta["circuit"]["on"] in (True, False)
+    assert beta["allocation_changes"] and all("%" in a or a == "cash" for _, a in beta["allocation_changes"])
+    text = render_text(
+        {
+            "run_id": "r",
+            "status": "SUCCESS",
+            "start": BASE[0].isoformat(),
+            "end": BASE[1].isoformat(),
+            "dataset": "embedded",
+            "worlds": [beta],
+            "checks": [],
+            "warehouse": str(base),
+            "artifacts": "/tmp/a",
+        }
+    )
+    assert "circuit breaker" in text and "equity by month 2011-09 .. 2012-02" in text
+    assert "chart: /tmp/a/reports/world_beta.png" in text

@@ -1,4 +1,4 @@
-"""Tests for quantlab.supervisor: `approve` under each rule and action, and `for_strategy` merging."""
+"""Tests for quantlab.supervisor: `supervise` under each rule and action, the audit log, `for_strategy` merging."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from quantlab.schemas import TABLES
-from quantlab.supervisor.rules import approve
-from quantlab.supervisor.spec import RiskLimits, Rule, SupervisorSpec
+from quantlab.supervisor.rules import supervise
+from quantlab.supervisor.spec import RiskLimits, Rule, ScoreFloor, SupervisorSpec
 
 D1, D2 = dt.date(2022, 6, 1), dt.date(2022, 6, 2)
 
@@ -24,7 +24,7 @@ TARGETS = pl.DataFrame(
     }
 )
 # D1: max |w| 0.6, 3 positions, gross 1.1, net 0.7;  D2: max |w| 0.3, 2 positions, gross 0.5, net 0.5
-KPIS = pl.DataFrame({"date": [D1, D2], "max_dd": [0.1, 0.8]})
+KPIS = pl.DataFrame({"date": [D1, D2], "strategy": "s", "max_dd": [0.1, 0.8]})
 LIMITS = {"max_symbol_weight": 0.5, "max_positions": 2, "max_gross": 1.0, "max_net": 0.6, "max_drawdown": 0.5}
 MEASURED = {
     "max_symbol_weight": "0.6",
@@ -34,6 +34,10 @@ MEASURED = {
     "max_drawdown": "0.8",
 }
 BREACH_DATE = {name: D1 for name in LIMITS} | {"max_drawdown": D2}
+
+
+def approve(targets: pl.DataFrame, kpis: pl.DataFrame, limits: RiskLimits) -> pl.DataFrame:
+    return supervise(targets, kpis, limits).approvals
 
 
 def run(name: str, action: str, limit: float | None = None, targets: pl.DataFrame = TARGETS) -> pl.DataFrame:
@@ -208,3 +212,133 @@ def test_merged_rules_drive_approve() -> None:
     assert relaxed.get_column("approved").all()
     strict = approve(TARGETS, KPIS, sup.for_strategy(RiskLimits(max_gross=Rule(limit=1.0, action="reject"))))
     assert [r["approved"] for r in strict.iter_rows(named=True)] == [False, False, False, True, True]
+
+
+# ----------------------------------------------------------------- score floor, side caps, turnover, audit
+SCORED = TARGETS.with_columns(score=pl.Series([0.9, 0.05, -0.8, 0.0, 0.5, None]))
+# D1: convictions A 0.9, B 0.05, C (short) 0.8; D2: A 0.5, B missing
+
+
+def test_min_score_scale_drops_low_conviction_names_and_missing_scores() -> None:
+    out = supervise(SCORED, KPIS, RiskLimits(min_score=ScoreFloor(limit=0.1, action="scale")))
+    d1, d2 = rows(out.approvals, D1), rows(out.approvals, D2)
+    assert {s: r["approved_weight"] for s, r in d1.items()} == pytest.approx({"A": 0.6, "B": 0.0, "C": -0.2})
+    assert d1["A"]["risk_flags"] == "min_score[scale]: 1 names below 0.1 (lowest 0.05)"
+    assert {s: r["approved_weight"] for s, r in d2.items()} == pytest.approx({"A": 0.3, "B": 0.0})
+    audit = out.audit.filter(pl.col("rule") == "min_score")
+    assert audit.get_column("date").to_list() == [D1, D2]
+    assert audit.get_column("measured").to_list()[0] == pytest.approx(0.05)
+    # a negative floor is allowed (scores of any sign), reject approves nothing
+    rej = supervise(SCORED, KPIS, RiskLimits(min_score=ScoreFloor(limit=-1.0, action="reject"))).approvals
+    assert rows(rej, D1)["A"]["approved"] is True
+    assert rows(rej, D2)["A"]["approved"] is False  # B has no score: below any floor
+
+
+def test_side_caps_scale_only_their_side() -> None:
+    limits = RiskLimits(
+        max_long_gross=Rule(limit=0.45, action="scale"), max_short_gross=Rule(limit=0.1, action="scale")
+    )
+    out = supervise(TARGETS, KPIS, limits)
+    got = {s: r["approved_weight"] for s, r in rows(out.approvals, D1).items()}
+    assert got == pytest.approx({"A": 0.3, "B": 0.15, "C": -0.1})
+    assert rows(out.approvals, D2)["A"]["risk_flags"] == "max_long_gross[scale]: 0.5 > 0.45"
+    assert out.audit.filter(pl.col("date") == D1).get_column("rule").to_list() == [
+        "max_long_gross",
+        "max_short_gross",
+    ]
+
+
+def _book(weights: list[dict[str, float]], strategy: str = "s") -> pl.DataFrame:
+    days = [dt.date(2022, 6, 1) + dt.timedelta(days=k) for k in range(len(weights))]
+    return pl.DataFrame(
+        [
+            {"date": d, "strategy": strategy, "symbol": sym, "weight": w}
+            for d, book in zip(days, weights, strict=True)
+            for sym, w in book.items()
+        ],
+        schema={"date": pl.Date, "strategy": pl.String, "symbol": pl.String, "weight": pl.Float64},
+    )
+
+
+BOOKS = [{"A": 0.5, "B": 0.5}, {"A": 0.5, "B": 0.5}, {"C": 1.0, "A": 0.0}, {"C": 1.0}, {"C": 1.0}]
+
+
+def test_turnover_scale_moves_part_of_the_way_in_date_order() -> None:
+    limits = RiskLimits(max_turnover=Rule(limit=0.5, action="scale"))
+    out = supervise(
+        _book(BOOKS),
+        pl.DataFrame(schema={"date": pl.Date, "strategy": pl.String, "max_dd": pl.Float64}),
+        limits,
+    )
+    book = {(r["date"].day, r["symbol"]): r["approved_weight"] for r in out.approvals.iter_rows(named=True)}
+    # day 1 enters from cash (turnover 1 > 0.5): half way; day 2 completes the move (0.5 is not over 0.5)
+    assert book[(1, "A")] == pytest.approx(0.25) and book[(1, "B")] == pytest.approx(0.25)
+    assert book[(2, "A")] == pytest.approx(0.5)
+    # day 3 rotates to C: turnover 0.5 + 0.5 + 1 = 2; a quarter of the move; A and B stay, target 0
+    assert book[(3, "C")] == pytest.approx(0.25)
+    assert book[(3, "A")] == pytest.approx(0.375) and book[(3, "B")] == pytest.approx(0.375)
+    day3 = out.approvals.filter(pl.col("date") == dt.date(2022, 6, 3)).sort("symbol")
+    assert day3.get_column("target_weight").to_list() == [0.0, 0.0, 1.0]
+    assert day3.get_column("risk_flags").to_list() == ["max_turnover[scale]: 2.0 > 0.5"] * 3
+    assert out.audit.get_column("measured").to_list() == pytest.approx([1.0, 2.0, 1.5, 1.0])
+    assert book[(5, "C")] == pytest.approx(0.75) and book[(5, "A")] == pytest.approx(0.125)
+    TABLES["approvals"].schema.validate(out.approvals)
+    TABLES["audit_log"].schema.validate(out.audit)
+
+
+def test_turnover_ranged_equals_chunked_with_previous_book() -> None:
+    """A range gives the same rows as its days run one at a time, each fed the previous day's book."""
+    limits = {
+        "s": RiskLimits(max_turnover=Rule(limit=0.6, action="scale")),
+        "t": RiskLimits(
+            max_turnover=Rule(limit=0.3, action="reject"), max_gross=Rule(limit=0.9, action="scale")
+        ),
+    }
+    targets = pl.concat([_book(BOOKS, "s"), _book(BOOKS[::-1], "t")])
+    kp = pl.DataFrame(schema={"date": pl.Date, "strategy": pl.String, "max_dd": pl.Float64})
+    whole = supervise(targets, kp, limits)
+    prev, parts, audits = None, [], []
+    for day in targets.get_column("date").unique().sort():
+        step = supervise(targets.filter(pl.col("date") == day), kp, limits, previous=prev)
+        parts.append(step.approvals)
+        audits.append(step.audit)
+        prev = step.approvals.select("strategy", "symbol", "approved_weight")
+    assert pl.concat(parts).equals(whole.approvals)
+    assert pl.concat(audits).equals(whole.audit)
+    assert "max_turnover" in whole.audit.get_column("rule").to_list()
+    # `t` rejects every day (entering 0.9 from cash is over 0.3 each time: reject keeps it in cash)
+    t = whole.approvals.filter(pl.col("strategy") == "t")
+    assert not t.get_column("approved").any()
+
+
+def test_audit_log_has_one_row_per_trigger_with_its_reason() -> None:
+    limits = RiskLimits(
+        max_symbol_weight=Rule(limit=0.5, action="scale"),
+        max_gross=Rule(limit=0.9, action="scale"),
+        max_net=Rule(limit=0.1, action="flag"),
+        max_drawdown=Rule(limit=0.5, action="reject"),
+    )
+    out = supervise(TARGETS, KPIS, limits)
+    audit = out.audit
+    TABLES["audit_log"].schema.validate(audit)
+    assert audit.select("date", "rule").rows() == [
+        (D1, "max_symbol_weight"),
+        (D1, "max_gross"),
+        (D1, "max_net"),
+        (D2, "max_drawdown"),
+        (D2, "max_net"),
+    ]
+    first = audit.row(0, named=True)
+    assert (first["action"], first["limit"], first["measured"]) == ("scale", 0.5, pytest.approx(0.6))
+    assert first["reason"] == "max_symbol_weight[scale]: 0.6 > 0.5"
+    flags = rows(out.approvals, D1)["A"]["risk_flags"]
+    assert flags == "; ".join(audit.filter(pl.col("date") == D1).get_column("reason"))
+
+
+def test_per_strategy_limits_apply_to_their_own_strategy() -> None:
+    both = pl.concat([TARGETS, TARGETS.with_columns(strategy=pl.lit("u"))])
+    kp = pl.concat([KPIS, KPIS.with_columns(strategy=pl.lit("u"))])
+    limits = {"s": RiskLimits(), "u": RiskLimits(max_gross=Rule(limit=0.4, action="reject"))}
+    out = supervise(both, kp, limits).approvals
+    assert out.filter(pl.col("strategy") == "s").get_column("approved").all()
+    assert not out.filter(pl.col("strategy") == "u").get_column("approved").any()

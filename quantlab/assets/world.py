@@ -12,6 +12,7 @@ that is active (paper or live) at the time, or for the world itself (strategy `*
 strategy failing a gate is routine and only shows in the table; an active one is what a risk desk must see.
 """
 
+import base64
 import datetime as dt
 from pathlib import Path
 
@@ -23,8 +24,9 @@ from quantlab.calendar import sessions, shift_sessions
 from quantlab.partitions import TRADING_DAYS, partition_dates
 from quantlab.project import Project
 from quantlab.resources import ProjectFiles, Warehouse
-from quantlab.world.allocate import allocate_range, world_returns
-from quantlab.world.checks import family_failures, family_passed
+from quantlab.world.allocate import WorldRun, WorldState, allocate_world, history_start, state_from_rows
+from quantlab.world.chart import world_chart
+from quantlab.world.checks import allocation_violations, family_failures, family_passed
 from quantlab.world.evaluate import Evaluation, evaluate_world, metric_panel, previous_states
 from quantlab.world.report import model_card, validation_report
 from quantlab.world.spec import FAMILIES, WorldSpec
@@ -34,7 +36,7 @@ _SEVERITY = {
     "soft": dg.AssetCheckSeverity.WARN,
     "info": dg.AssetCheckSeverity.WARN,
 }
-ALLOCATION_CHECKS = ("budgets", "weight_limits", "live_only")
+ALLOCATION_CHECKS = ("budgets", "weight_limits", "live_only")  # ERROR; plus `circuit_breaker` (WARN)
 
 
 def _last_before(warehouse: Warehouse, table: str, world: str, day: dt.date) -> pl.DataFrame:
@@ -75,39 +77,44 @@ def family_check(world: WorldSpec, family: str, rules: pl.DataFrame) -> dg.Asset
     )
 
 
-def allocation_checks(
-    world: WorldSpec, alloc: pl.DataFrame, decisions: pl.DataFrame
-) -> list[dg.AssetCheckResult]:
-    """Budgets by side, per-strategy weight limits and capital only for live strategies."""
+def allocation_checks(world: WorldSpec, run: WorldRun, decisions: pl.DataFrame) -> list[dg.AssetCheckResult]:
+    """Budgets (by side, in total and the world book's leverage), per-strategy weight limits, capital only
+    for live strategies (ERROR), and the circuit breaker (WARN while it is on)."""
     key = dg.AssetKey(["world_allocation", world.id])
-    budgets = world.allocation.gross_budget
-    by_side = alloc.group_by("date", "side").agg(pl.col("weight").sum().alias("total"))
-    over = by_side.filter(
-        pl.col("total") > pl.col("side").replace_strict(budgets, default=1.0, return_dtype=pl.Float64) + 1e-9
-    )
-    total = (
-        alloc.group_by("date").agg(pl.col("weight").sum().alias("total")).filter(pl.col("total") > 1 + 1e-9)
-    )
-    limits = alloc.filter((pl.col("weight") < 0) | (pl.col("weight") > world.allocation.max_weight + 1e-9))
-    stage = decisions.select("date", "strategy", "stage", "evaluate_only")
-    not_live = alloc.join(stage, on=["date", "strategy"], how="left").filter(
-        (pl.col("stage") != "live") & ~pl.col("evaluate_only")
-    )
-    out = []
-    for name, bad in (
-        ("budgets", pl.concat([over.select("date", "total"), total.select("date", "total")])),
-        ("weight_limits", limits.select("date", "strategy", "weight")),
-        ("live_only", not_live.select("date", "strategy", "stage")),
-    ):
-        out.append(
-            dg.AssetCheckResult(
-                check_name=f"{world.id}_{name}",
-                asset_key=key,
-                passed=bad.is_empty(),
-                severity=dg.AssetCheckSeverity.ERROR,
-                metadata={"violations": bad.height, "rows": dg.MetadataValue.md(md_table(bad))},
-            )
+    out = [
+        dg.AssetCheckResult(
+            check_name=f"{world.id}_{name}",
+            asset_key=key,
+            passed=bad.is_empty(),
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"violations": bad.height, "rows": dg.MetadataValue.md(md_table(bad))},
         )
+        for name, bad in allocation_violations(
+            world, run.allocations, run.targets, run.returns, decisions
+        ).items()
+    ]
+    on = run.returns.filter("circuit")
+    out.append(
+        dg.AssetCheckResult(
+            check_name=f"{world.id}_circuit_breaker",
+            asset_key=key,
+            passed=on.is_empty(),
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "dates_on": on.height,
+                "rows": dg.MetadataValue.md(
+                    md_table(on.select("date", "drawdown", "circuit_since", "exposure"))
+                ),
+                "events": dg.MetadataValue.md(
+                    md_table(
+                        run.events.filter(pl.col("event").str.starts_with("circuit")).select(
+                            "date", "event", "reason"
+                        )
+                    )
+                ),
+            },
+        )
+    )
     return out
 
 
@@ -203,47 +210,113 @@ def _write_reports(
     return {"validation_report": dg.MetadataValue.path(str(path))}
 
 
+def world_state(warehouse: Warehouse, world: str, start: dt.date) -> WorldState:
+    """The world at its last stored session before `start` (a new world when there is none)."""
+    prev = _last_before(warehouse, "world_returns", world, start)
+    if not prev.height:
+        return WorldState()
+    day = prev.get_column("date")[0]
+    peak = warehouse.read(
+        "SELECT max(equity) FROM world_returns WHERE world = ? AND date < ?", [world, start]
+    )
+    return state_from_rows(
+        warehouse.read_table("world_allocations", day, day, where={"world": world}),
+        warehouse.read_table("world_targets", day, day, where={"world": world}),
+        prev.row(0, named=True),
+        peak.item(),
+    )
+
+
 def run_world_allocation(
-    warehouse: Warehouse, project: Project, world: WorldSpec, start: dt.date, end: dt.date
+    warehouse: Warehouse,
+    project: Project,
+    world: WorldSpec,
+    start: dt.date,
+    end: dt.date,
+    run_dir: Path | None = None,
 ) -> StageRun:
-    """Allocate capital among the live strategies; write `world_allocations` and `world_returns`."""
+    """Allocate capital among the live strategies with the world's risk engine; write `world_allocations`,
+    `world_targets`, `world_returns` and `world_risk_events` (and, with `run_dir`, the equity and
+    allocation chart `reports/world_<world>.png`, linked from the materialization)."""
     wid = world.id
     members = world.members(project.strategies)
-    sides = {m: project.strategies[m].side for m in members}
+    sides = [project.strategies[m].side for m in members]
     decisions = warehouse.read_table("world_decisions", start, end, where={"world": wid})
     kp = warehouse.read_table("kpis", start, end, where={"strategy": members})
     appr = warehouse.read_table(
-        "approvals", start, end, where={"strategy": members}, columns=["date", "strategy", "approved"]
+        "approvals",
+        start,
+        end,
+        where={"strategy": members},
+        columns=["date", "strategy", "symbol", "approved_weight"],
     )
-    rejected = frozenset(
-        appr.group_by("date", "strategy")
-        .agg(pl.col("approved").all())
-        .filter(~pl.col("approved"))
+    rejected = (  # every rejection of a strategy on a date is an audit row with action reject
+        warehouse.read_table("audit_log", start, end, where={"strategy": members, "action": "reject"})
         .select("date", "strategy")
-        .iter_rows()
+        .unique()
     )
-    prev_alloc = _last_before(warehouse, "world_allocations", wid, start)
-    alloc = allocate_range(world, decisions, metric_panel(world, kp, members), sides, prev_alloc, rejected)
-    prev_ret = _last_before(warehouse, "world_returns", wid, start)
-    equity = prev_ret.get_column("equity")[0] if prev_ret.height else 1.0
-    peak = equity / (1.0 - prev_ret.get_column("drawdown")[0]) if prev_ret.height else 1.0
+    vol_col = f"annual_volatility_{world.allocation.vol_window}"
+    vol = metric_panel(world, kp, members).select("date", "strategy", pl.col(vol_col).alias("vol"))
     net = warehouse.read_table(
-        "strategy_returns", start, end, where={"strategy": members}, columns=["date", "strategy", "net"]
+        "strategy_returns",
+        history_start(world, start),
+        end,
+        where={"strategy": members},
+        columns=["date", "strategy", "net"],
     )
-    track = world_returns(wid, alloc, net, sessions(start, end), prev_alloc, equity, peak)
-    write(warehouse, "world_allocations", alloc, start, end, scope={"world": wid})
-    write(warehouse, "world_returns", track, start, end, scope={"world": wid})
-    latest = alloc.filter(pl.col("date") == end)
-    meta = {
+    run = allocate_world(
+        world,
+        members,
+        sides,
+        sessions(start, end),
+        decisions,
+        vol,
+        net,
+        appr,
+        rejected,
+        world_state(warehouse, wid, start),
+    )
+    write(warehouse, "world_allocations", run.allocations, start, end, scope={"world": wid})
+    write(warehouse, "world_targets", run.targets, start, end, scope={"world": wid})
+    write(warehouse, "world_returns", run.returns, start, end, scope={"world": wid})
+    write(warehouse, "world_risk_events", run.events, start, end, scope={"world": wid})
+    latest = run.allocations.filter(pl.col("date") == end)
+    meta: dict = {
         "allocation": dg.MetadataValue.md(md_table(latest.select("strategy", "side", "weight"))),
         "live_strategies": latest.height,
+        "risk_events": dg.MetadataValue.md(
+            md_table(run.events.sort("date", descending=True).select("date", "event", "reason"))
+        ),
+        "book": dg.MetadataValue.md(
+            md_table(run.targets.filter(pl.col("date") == end).select("symbol", "weight"))
+        ),
     }
-    if track.height:
-        tail = track.tail(1).row(0, named=True)
+    if not latest.height:
+        meta["note"] = "holding cash: no live strategy"
+    if run.returns.height:
+        tail = run.returns.tail(1).row(0, named=True)
         meta.update(
-            equity=float(tail["equity"]), drawdown=float(tail["drawdown"]), exposure=float(tail["exposure"])
+            equity=float(tail["equity"]),
+            drawdown=float(tail["drawdown"]),
+            exposure=float(tail["exposure"]),
+            gross_exposure=float(tail["gross_exposure"]),
+            circuit_on=bool(tail["circuit"]),
         )
-    return StageRun(metadata=meta, checks=allocation_checks(world, alloc, decisions))
+    if run_dir is not None:
+        meta.update(_write_chart(warehouse, wid, end, run_dir))
+    return StageRun(metadata=meta, checks=allocation_checks(world, run, decisions))
+
+
+def _write_chart(warehouse: Warehouse, wid: str, end: dt.date, run_dir: Path) -> dict[str, dg.MetadataValue]:
+    """The world's equity curve and allocation history up to `end` (from the warehouse), as a PNG."""
+    track = warehouse.read_table("world_returns", end=end, where={"world": wid})
+    alloc = warehouse.read_table("world_allocations", end=end, where={"world": wid})
+    path = run_dir / "reports" / f"world_{wid}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    png = world_chart(wid, track, alloc)
+    path.write_bytes(png)
+    inline = f"![world {wid}](data:image/png;base64,{base64.b64encode(png).decode()})"
+    return {"chart": dg.MetadataValue.path(str(path)), "equity_and_allocation": dg.MetadataValue.md(inline)}
 
 
 def world_assets(project: Project) -> list[dg.AssetsDefinition]:
@@ -290,13 +363,26 @@ def _world_pair(project: Project, world: WorldSpec) -> list[dg.AssetsDefinition]
         group_name="worlds",
         deps=[eval_key],
         check_specs=[
-            dg.AssetCheckSpec(name=f"{wid}_{c}", asset=alloc_key, partitions_def=TRADING_DAYS, blocking=True)
-            for c in ALLOCATION_CHECKS
+            *[
+                dg.AssetCheckSpec(
+                    name=f"{wid}_{c}", asset=alloc_key, partitions_def=TRADING_DAYS, blocking=True
+                )
+                for c in ALLOCATION_CHECKS
+            ],
+            dg.AssetCheckSpec(
+                name=f"{wid}_circuit_breaker",
+                asset=alloc_key,
+                partitions_def=TRADING_DAYS,
+                description=f"WARN while world `{wid}`'s drawdown circuit breaker is on.",
+            ),
         ],
         kinds={"duckdb"},
         description=f"{world.description or wid}: capital per live strategy ({world.allocation.method}) and the world's returns.",
     )
-    def _allocation(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-        return run_world_allocation(warehouse, project, world, *partition_dates(context)).result()
+    def _allocation(
+        context: dg.AssetExecutionContext, warehouse: Warehouse, project_files: ProjectFiles
+    ) -> dg.MaterializeResult:
+        run_dir = project_files.run_dir(context.run_id)
+        return run_world_allocation(warehouse, project, world, *partition_dates(context), run_dir).result()
 
     return [_evaluation, _allocation]

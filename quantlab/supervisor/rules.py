@@ -1,89 +1,465 @@
-"""Apply risk rules to targets: approvals with final weights, flags and readable reasons (vectorized).
+"""Apply risk rules to targets: approvals with final weights, flags, readable reasons and an audit log.
 
 Rules run in this order per (date, strategy), each on the weights left by the previous one:
-1. `max_drawdown`: the strategy's as-of max drawdown over its full history (KPI `max_dd`, window `full`);
-2. `max_positions`: number of non-zero names (`scale` keeps the largest |weight|, ties by symbol);
-3. `max_symbol_weight`: largest |weight| (`scale` clips each name);
-4. `max_gross`: sum |weight| (`scale` shrinks the book proportionally);
-5. `max_net`: |sum weight| (`scale` shrinks the book proportionally).
+1. `max_drawdown`: the strategy's as-of max drawdown over its full history (KPI `max_dd`, window `full`;
+   missing counts as 0); it cannot be scaled away, so `scale` acts as `flag`;
+2. `min_score`: a held name's conviction (its score for a long, minus its score for a short; a missing
+   score counts as below any floor) must be at least the limit (`scale` drops the names below it);
+3. `max_positions`: number of non-zero names (`scale` keeps the largest |weight|, ties by symbol);
+4. `max_symbol_weight`: largest |weight| (`scale` clips each name);
+5. `max_long_gross` / 6. `max_short_gross`: sum of the long / |short| weights (`scale` shrinks that side);
+7. `max_gross`: sum |weight|; 8. `max_net`: |sum weight| (`scale` shrinks the book proportionally);
+9. `max_turnover`: sum |w_t - w_prev| against the strategy's approved book of its previous target date
+   (stateful, computed in date order; entering from cash counts as turnover). `scale` moves only part of
+   the way, w = w_prev + (w_t - w_prev) * limit / turnover, which can keep names the target dropped (rows
+   with target weight 0); such a name left under 1 bp (`DUST`) is closed, so exits do not linger as dust.
+   A day rejected by an earlier rule approves nothing and is not turnover-limited.
+   A partial move between two books that each satisfy rules 4-8 satisfies them too (they are convex);
+   `max_positions` can be exceeded on such a day (the union of both books is held).
 `flag` only records, `reject` approves nothing for that strategy and date. Every row carries the
-strategy-level flags so a reader sees why a name was cut.
+strategy-level flags so a reader sees why a name was cut; every triggered rule is one `audit_log` row.
+
+Implementation: rows become integer codes sorted by (strategy, date, symbol); each rule is a segment
+reduction per (strategy, date) in numpy with per-strategy limits, text is formatted only for the rules
+that fired, and rule 9 is one loop over the dates on (strategies x symbols) arrays.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
 import polars as pl
 
-from quantlab.supervisor.spec import RiskLimits, Rule
+from quantlab.supervisor.spec import RiskLimits
 
-_W = pl.col("w")
-_BY = ("date",)
-
-
-def _measures() -> dict[str, pl.Expr]:
-    return {
-        "max_drawdown": pl.col("max_dd").fill_null(0.0),
-        "max_positions": (_W != 0).sum().over(_BY).cast(pl.Float64),
-        "max_symbol_weight": _W.abs().max().over(_BY),
-        "max_gross": _W.abs().sum().over(_BY),
-        "max_net": _W.sum().over(_BY).abs(),
-    }
+_EPS = 1e-12
+DUST = 1e-4  # a name a partial move leaves under 1 bp that the target no longer holds is closed
+RULES = tuple(RiskLimits.model_fields)
+_ACTIONS = ("flag", "scale", "reject")
+_SCALE, _REJECT = 1, 2  # indices in _ACTIONS
 
 
-def _scaled(name: str, rule: Rule, hit: pl.Expr) -> pl.Expr:
+@dataclass(frozen=True)
+class Supervision:
+    """`approvals` rows (date, strategy, symbol) and `audit_log` rows (date, strategy, rule)."""
+
+    approvals: pl.DataFrame
+    audit: pl.DataFrame
+
+
+@dataclass
+class _Book:
+    """Rows sorted by (strategy, date, symbol) as integer codes, grouped by (strategy, date)."""
+
+    s: np.ndarray
+    d: np.ndarray
+    n: np.ndarray
+    target: np.ndarray
+    w: np.ndarray
+    score: np.ndarray
+    grp: np.ndarray  # group of each row
+    starts: np.ndarray  # first row of each group
+    g_s: np.ndarray  # strategy code of each group
+    g_d: np.ndarray  # date code of each group
+    max_dd: np.ndarray  # per group
+
+    def reduce(self, ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
+        return ufunc.reduceat(values, self.starts) if len(self.starts) else np.zeros(0)
+
+
+def _rule_arrays(name: str, per: list[RiskLimits]) -> tuple[np.ndarray, np.ndarray]:
+    """Per strategy code: the rule's limit (NaN when absent) and action code (-1 when absent)."""
+    rules = [getattr(lim, name) for lim in per]
+    limit = np.array([np.nan if r is None else float(r.limit) for r in rules])
+    action = np.array([-1 if r is None else _ACTIONS.index(r.action) for r in rules])
+    return limit, action
+
+
+def _measure(name: str, b: _Book, lim_g: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rule's measure per group (and, for `min_score`, the number of names below the floor)."""
+    w, held = b.w, b.w != 0
+    if name == "max_drawdown":
+        return np.nan_to_num(b.max_dd, nan=0.0), None
+    if name == "min_score":
+        conv = np.nan_to_num(b.score * np.sign(w), nan=-np.inf)
+        below = held & (conv < lim_g[b.grp])
+        return b.reduce(np.minimum, np.where(held, conv, np.inf)), b.reduce(np.add, below.astype(np.int64))
     if name == "max_positions":
-        keep = _W.abs().rank("ordinal", descending=True).over(_BY) <= rule.limit
-        return pl.when(keep).then(_W).otherwise(0.0)
+        return b.reduce(np.add, held.astype(np.float64)), None
     if name == "max_symbol_weight":
-        return _W.clip(-rule.limit, rule.limit)
-    if name in ("max_gross", "max_net"):
-        return pl.when(hit).then(_W * rule.limit / pl.col("_m")).otherwise(_W)
-    return _W  # drawdown cannot be scaled away: scale acts as flag
+        return b.reduce(np.maximum, np.abs(w)), None
+    if name == "max_long_gross":
+        return b.reduce(np.add, np.maximum(w, 0.0)), None
+    if name == "max_short_gross":
+        return b.reduce(np.add, np.maximum(-w, 0.0)), None
+    if name == "max_gross":
+        return b.reduce(np.add, np.abs(w)), None
+    return np.abs(b.reduce(np.add, w)), None  # max_net
 
 
-def approve(targets: pl.DataFrame, kpis_full: pl.DataFrame, limits: RiskLimits) -> pl.DataFrame:
-    """Approvals for one strategy.
+def _scale(name: str, b: _Book, scale_g: np.ndarray, lim_g: np.ndarray, m_g: np.ndarray) -> None:
+    """Apply `scale` in place to the rows of the groups in `scale_g`."""
+    on = scale_g[b.grp]
+    w = b.w
+    lim_row = lim_g[b.grp]
+    if name == "min_score":
+        conv = np.nan_to_num(b.score * np.sign(w), nan=-np.inf)
+        w[on & (w != 0) & (conv < lim_row)] = 0.0
+    elif name == "max_positions":
+        idx = np.flatnonzero(on)
+        if idx.size:
+            order = np.lexsort((idx, -np.abs(w[idx]), b.grp[idx]))  # |w| descending, ties by symbol
+            g_sorted = b.grp[idx][order]
+            first = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
+            rank = np.arange(idx.size) - np.repeat(first, np.diff(np.r_[first, idx.size]))
+            w[idx[order[rank >= lim_g[g_sorted]]]] = 0.0
+    elif name == "max_symbol_weight":
+        np.copyto(w, np.clip(w, -lim_row, lim_row), where=on)
+    elif name in ("max_long_gross", "max_short_gross", "max_gross", "max_net"):
+        factor = np.where(scale_g, lim_g / np.where(m_g > 0, m_g, 1.0), 1.0)[b.grp]
+        side = w > 0 if name == "max_long_gross" else w < 0 if name == "max_short_gross" else np.ones_like(on)
+        np.copyto(w, w * factor, where=side)
+    # max_drawdown cannot be scaled away: scale acts as flag
 
-    `targets`: rows (date, strategy, symbol, weight); zero weights are dropped. `kpis_full`: the strategy's
-    as-of KPIs for the `full` window (date, max_dd).
-    """
-    df = (
-        targets.filter(pl.col("weight") != 0)
-        .sort("date", "symbol")  # deterministic ties for max_positions scaling
-        .join(kpis_full.select("date", "max_dd"), on="date", how="left")
-        .with_columns(w=pl.col("weight"), flags=pl.lit(""), rejected=pl.lit(False))
+
+def _turnover(
+    b: _Book,
+    rejected: np.ndarray,
+    pres_s: np.ndarray,
+    pres_d: np.ndarray,
+    per: list[RiskLimits],
+    n_dates: int,
+    n_syms: int,
+    held: np.ndarray,
+) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """Rule 9 in date order. Updates `b.w` (and `rejected`, per group); returns the hits (strategy,
+    date, measured) and the extra rows (strategy, date, symbol, weight) a partial move keeps."""
+    limit, action = _rule_arrays("max_turnover", per)
+    has = action >= 0
+    n_s = len(per)
+    empty = np.zeros(0, dtype=np.int64)
+    keep = has[pres_s]
+    pres_s, pres_d = pres_s[keep], pres_d[keep]
+    days_on = np.unique(pres_d)
+    k_of = np.searchsorted(days_on, pres_d)
+    present = np.zeros((len(days_on), n_s), dtype=bool)
+    present[k_of, pres_s] = True
+    rej = np.zeros((len(days_on), n_s), dtype=bool)
+    g_on = has[b.g_s] & rejected
+    rej[np.searchsorted(days_on, b.g_d[g_on]), b.g_s[g_on]] = True
+    rows = np.flatnonzero(has[b.s])
+    rows = rows[np.argsort(b.d[rows], kind="stable")]
+    r_ptr = np.searchsorted(b.d[rows], np.r_[days_on, n_dates])
+    r_s, r_n = b.s[rows], b.n[rows]
+    r_val = np.where(rejected[b.grp[rows]], 0.0, b.w[rows])
+    new_w = r_val.copy()
+    lim = np.where(has, limit, np.inf)
+    scale_s, reject_s = action == _SCALE, action == _REJECT
+    hit_s, hit_d, hit_to, extra = [], [], [], []
+    for k in range(len(days_on)):
+        lo, hi = r_ptr[k], r_ptr[k + 1]
+        rs, rn = r_s[lo:hi], r_n[lo:hi]
+        cand = held.copy()
+        cand[present[k]] = 0.0
+        cand[rs, rn] = r_val[lo:hi]
+        diff = cand - held
+        to = np.abs(diff).sum(axis=1)
+        hit = present[k] & ~rej[k] & (to > lim + _EPS)
+        if hit.any():
+            hs = np.flatnonzero(hit)
+            hit_s.append(hs)
+            hit_d.append(np.full(hs.size, days_on[k]))
+            hit_to.append(to[hs])
+            sc = hs[scale_s[hs]]
+            if sc.size:  # move part of the way; names the target dropped stay unless under DUST
+                moved = held[sc] + diff[sc] * (lim[sc] / to[sc])[:, None]
+                dropped = diff[sc] == -held[sc]
+                moved[dropped & (np.abs(moved) < DUST)] = 0.0
+                cand[sc] = moved
+                si, ni = np.nonzero(dropped & (moved != 0))
+                if si.size:
+                    extra.append((sc[si], np.full(si.size, days_on[k]), ni, moved[si, ni]))
+            cand[hs[reject_s[hs]]] = 0.0
+            new_w[lo:hi] = cand[rs, rn]
+        held = cand  # absent strategies keep their book (their row of cand is the held one)
+    b.w[rows] = np.where(rejected[b.grp[rows]], b.w[rows], new_w)
+    hits = (
+        (np.concatenate(hit_s), np.concatenate(hit_d), np.concatenate(hit_to))
+        if hit_s
+        else (empty, empty, np.zeros(0))
     )
-    measures = _measures()
-    for name in measures:
-        rule: Rule | None = getattr(limits, name)
-        if rule is None:
+    rejects = reject_s[hits[0]]
+    if rejects.any():  # a turnover rejection rejects its (strategy, date) group
+        key = hits[0][rejects] * n_dates + hits[1][rejects]
+        group_key = b.g_s * n_dates + b.g_d  # ascending: rows are sorted by (strategy, date)
+        g = np.minimum(np.searchsorted(group_key, key), len(group_key) - 1)
+        rejected[g[group_key[g] == key]] = True
+    cols = (
+        tuple(np.concatenate(c) for c in zip(*extra, strict=True))
+        if extra
+        else (empty, empty, empty, np.zeros(0))
+    )
+    return hits, cols
+
+
+def _codes(values: pl.Series, keys: list) -> np.ndarray:
+    return values.cast(pl.Enum(keys)).to_physical().to_numpy().astype(np.int64)
+
+
+def supervise(
+    targets: pl.DataFrame,
+    kpis_full: pl.DataFrame,
+    limits: RiskLimits | Mapping[str, RiskLimits],
+    previous: pl.DataFrame | None = None,
+) -> Supervision:
+    """Approvals and audit rows for the targets of one or more strategies.
+
+    `targets`: rows (date, strategy, symbol, weight[, score]); zero weights are dropped (a date with only
+    zero weights still counts as a target date for the turnover rule). `kpis_full`: as-of KPIs for the
+    `full` window (date, strategy, max_dd). `limits`: one `RiskLimits` for every strategy, or one per
+    strategy id. `previous`: each strategy's approved book on its last target date before the range
+    (strategy, symbol, approved_weight), the state of `max_turnover`.
+    """
+    ids = sorted(targets.get_column("strategy").unique().to_list())
+    per = [limits if isinstance(limits, RiskLimits) else limits[s] for s in ids]
+    if "score" not in targets.columns:
+        targets = targets.with_columns(score=pl.lit(None, dtype=pl.Float64))
+    prev = (
+        previous
+        if previous is not None
+        else pl.DataFrame(schema={"strategy": pl.String, "symbol": pl.String, "approved_weight": pl.Float64})
+    )
+    prev = prev.filter(pl.col("strategy").is_in(ids) & (pl.col("approved_weight") != 0))
+    held_df = targets.filter(pl.col("weight") != 0)
+    syms = sorted(
+        set(held_df.get_column("symbol").unique().to_list()) | set(prev.get_column("symbol").to_list())
+    )
+    dates = targets.get_column("date").unique().sort()
+    first_day = int(dates.cast(pl.Int32).min()) if dates.len() else 0
+    n_days = int(dates.cast(pl.Int32).max()) - first_day + 1 if dates.len() else 1
+    df = held_df.select(
+        s=pl.col("strategy").cast(pl.Enum(ids)).to_physical().cast(pl.Int64),
+        d=(pl.col("date").cast(pl.Int32) - first_day).cast(pl.Int64),
+        n=pl.col("symbol").cast(pl.Enum(syms)).to_physical().cast(pl.Int64),
+        weight=pl.col("weight").cast(pl.Float64),
+        score=pl.col("score").cast(pl.Float64),
+    )
+    cols = {c: df.get_column(c).to_numpy() for c in df.columns}
+    order = np.argsort((cols["s"] * n_days + cols["d"]) * max(len(syms), 1) + cols["n"], kind="stable")
+    s, d, n = cols["s"][order], cols["d"][order], cols["n"][order]
+    kp = kpis_full.filter(pl.col("strategy").is_in(ids)).select(
+        s=pl.col("strategy").cast(pl.Enum(ids)).to_physical().cast(pl.Int64),
+        d=(pl.col("date").cast(pl.Int32) - first_day).cast(pl.Int64),
+        max_dd=pl.col("max_dd").cast(pl.Float64),
+    )
+    new = np.ones(len(s), dtype=bool)
+    new[1:] = (s[1:] != s[:-1]) | (d[1:] != d[:-1])
+    starts = np.flatnonzero(new)
+    groups = pl.DataFrame({"s": s[starts], "d": d[starts]}).join(
+        kp, on=["s", "d"], how="left", maintain_order="left"
+    )
+    target = cols["weight"][order]
+    b = _Book(
+        s=s,
+        d=d,
+        n=n,
+        target=target,
+        w=target.copy(),
+        score=cols["score"][order],
+        grp=np.cumsum(new) - 1,
+        starts=starts,
+        g_s=s[starts],
+        g_d=d[starts],
+        max_dd=groups.get_column("max_dd").to_numpy(),
+    )
+    rejected = np.zeros(len(starts), dtype=bool)
+    audit_parts: list[dict] = []
+    for rank, name in enumerate(RULES[:-1]):
+        limit, action = _rule_arrays(name, per)
+        if (action < 0).all():
             continue
-        df = df.with_columns(_m=measures[name])
-        hit = pl.col("_m") > rule.limit + 1e-12
-        text = pl.format(f"{name}[{rule.action}]: {{}} > {rule.limit:g}", pl.col("_m").round(4))
-        df = df.with_columns(
-            w=_scaled(name, rule, hit) if rule.action == "scale" else _W,
-            flags=pl.when(hit)
-            .then(
-                pl.when(pl.col("flags") == "")
-                .then(text)
-                .otherwise(pl.concat_str([pl.col("flags"), text], separator="; "))
-            )
-            .otherwise(pl.col("flags")),
-            rejected=pl.col("rejected") | (hit & pl.lit(rule.action == "reject")),
+        lim_g, act_g = limit[b.g_s], action[b.g_s]
+        m_g, below = _measure(name, b, lim_g)
+        with np.errstate(invalid="ignore"):
+            hit = (act_g >= 0) & ((m_g < lim_g - _EPS) if name == "min_score" else (m_g > lim_g + _EPS))
+        if not hit.any():
+            continue
+        g = np.flatnonzero(hit)
+        audit_parts.append(
+            {
+                "g": g,
+                "rank": np.full(g.size, rank),
+                "action": act_g[g],
+                "limit": lim_g[g],
+                "measured": m_g[g],
+                "below": below[g] if below is not None else np.zeros(g.size, dtype=np.int64),
+            }
         )
-    return df.select(
+        _scale(name, b, hit & (act_g == _SCALE), lim_g, m_g)
+        rejected |= hit & (act_g == _REJECT)
+    zero_only = targets.filter(pl.col("weight") == 0).select(
+        key=pl.col("strategy").cast(pl.Enum(ids)).to_physical().cast(pl.Int64) * n_days
+        + (pl.col("date").cast(pl.Int32) - first_day).cast(pl.Int64)
+    )
+    pres_key = b.g_s * n_days + b.g_d  # sorted and unique: the rows are sorted by (strategy, date)
+    if zero_only.height:
+        pres_key = np.union1d(pres_key, zero_only.get_column("key").to_numpy())
+    held = np.zeros((len(ids), len(syms)))
+    if prev.height:
+        held[_codes(prev.get_column("strategy"), ids), _codes(prev.get_column("symbol"), syms)] = (
+            prev.get_column("approved_weight").to_numpy()
+        )
+    hits, extra = _turnover(b, rejected, pres_key // n_days, pres_key % n_days, per, n_days, len(syms), held)
+    return _assemble(b, rejected, audit_parts, hits, extra, ids, syms, first_day, per)
+
+
+def _assemble(
+    b: _Book,
+    rejected: np.ndarray,
+    audit_parts: list[dict],
+    hits: tuple[np.ndarray, ...],
+    extra: tuple[np.ndarray, ...],
+    ids: list[str],
+    syms: list[str],
+    first_day: int,
+    per: list[RiskLimits],
+) -> Supervision:
+    """Approvals and audit frames from the arrays (codes back to strings, flags and reasons)."""
+    t_limit, t_action = _rule_arrays("max_turnover", per)
+    ts, td, t_to = hits
+    parts = [
+        pl.DataFrame(
+            {
+                "s": b.g_s[p["g"]],
+                "d": b.g_d[p["g"]],
+                "rank": p["rank"],
+                "action": p["action"],
+                "limit": p["limit"],
+                "measured": p["measured"],
+                "below": p["below"],
+            },
+            schema_overrides={
+                "s": pl.Int64,
+                "d": pl.Int64,
+                "rank": pl.Int64,
+                "action": pl.Int64,
+                "below": pl.Int64,
+            },
+        )
+        for p in audit_parts
+    ]
+    parts.append(
+        pl.DataFrame(
+            {
+                "s": ts,
+                "d": td,
+                "rank": np.full(len(ts), len(RULES) - 1),
+                "action": t_action[ts],
+                "limit": t_limit[ts],
+                "measured": t_to,
+                "below": np.zeros(len(ts), dtype=np.int64),
+            },
+            schema={
+                "s": pl.Int64,
+                "d": pl.Int64,
+                "rank": pl.Int64,
+                "action": pl.Int64,
+                "limit": pl.Float64,
+                "measured": pl.Float64,
+                "below": pl.Int64,
+            },
+        )
+    )
+    audit = pl.concat(parts).sort(
+        pl.col("d") * (len(RULES) * len(ids)) + pl.col("s") * len(RULES) + pl.col("rank")
+    )
+    limit_text = {v: f"{v:g}" for v in audit.get_column("limit").unique().to_list()}
+    head = pl.format(
+        "{}[{}]",
+        pl.col("rank").replace_strict(list(range(len(RULES))), list(RULES), return_dtype=pl.String),
+        pl.col("action").replace_strict([0, 1, 2], list(_ACTIONS), return_dtype=pl.String),
+    )
+    lim = pl.col("limit").replace_strict(limit_text, return_dtype=pl.String)
+    audit = audit.with_columns(
+        reason=pl.when(pl.col("rank") == RULES.index("min_score"))
+        .then(pl.format("{}: {} names below {} (lowest {})", head, "below", lim, pl.col("measured").round(4)))
+        .otherwise(pl.format("{}: {} > {}", head, pl.col("measured").round(4), lim))
+    )
+    n_s, n_n = len(ids), len(syms)
+    # flags per (date, strategy): the reasons of its triggers in rule order (most groups have one)
+    audit = audit.with_columns(gk=pl.col("d") * n_s + pl.col("s"))
+    gk = audit.get_column("gk").to_numpy()
+    first = np.r_[True, gk[1:] != gk[:-1]] if len(gk) else np.zeros(0, dtype=bool)
+    single = first & np.r_[first[1:], True] if len(gk) else first
+    multi = (
+        audit.filter(pl.Series(~single))
+        .group_by("gk", maintain_order=True)
+        .agg(pl.col("reason").str.join("; ").alias("risk_flags"))
+    )
+    flags = pl.concat([audit.filter(pl.Series(single)).select("gk", risk_flags="reason"), multi]).sort("gk")
+    group_gk = b.g_d * n_s + b.g_s
+    by_gk = np.argsort(group_gk)
+    flag_gk = flags.get_column("gk").to_numpy()
+    at = np.minimum(np.searchsorted(group_gk, flag_gk, sorter=by_gk), max(len(by_gk) - 1, 0))
+    flag_rejected = (
+        rejected[by_gk[at]] & (group_gk[by_gk[at]] == flag_gk)
+        if len(by_gk)
+        else np.zeros(len(flag_gk), dtype=bool)
+    )
+    flags = flags.with_columns(
+        reason=pl.when(pl.Series(flag_rejected))
+        .then(pl.format("rejected: {}", "risk_flags"))
+        .otherwise(pl.format("approved with adjustments: {}", "risk_flags"))
+    )
+    xs, xd, xn, xw = extra
+    s_all = np.concatenate([b.s, xs])
+    d_all = np.concatenate([b.d, xd])
+    n_all = np.concatenate([b.n, xn])
+    rej_all = np.concatenate([rejected[b.grp], np.zeros(len(xw), dtype=bool)])
+    w_all = np.concatenate([b.w, xw])
+    order = np.argsort((d_all * n_s + s_all) * n_n + n_all, kind="stable")
+    s_all, d_all, n_all, rej_all = s_all[order], d_all[order], n_all[order], rej_all[order]
+    names = pl.Series(ids, dtype=pl.String)
+    symbols = pl.Series(syms, dtype=pl.String)
+    gk_row = d_all * n_s + s_all
+    pos = np.searchsorted(flag_gk, gk_row)
+    found = (
+        (pos < len(flag_gk)) & (flag_gk[np.minimum(pos, max(len(flag_gk) - 1, 0))] == gk_row)
+        if len(flag_gk)
+        else pos < 0
+    )
+    idx = np.where(found, pos, len(flag_gk))  # the appended default row
+    risk_flags = pl.concat([flags.get_column("risk_flags"), pl.Series([""])]).rechunk().gather(idx)
+    reason = pl.concat([flags.get_column("reason"), pl.Series(["approved: within all risk limits"])])
+    reason = reason.rechunk().gather(idx)
+    approvals = pl.DataFrame(
+        {
+            "date": pl.Series(d_all + first_day, dtype=pl.Int32).cast(pl.Date),
+            "strategy": names.gather(s_all) if n_s else pl.Series([], dtype=pl.String),
+            "symbol": symbols.gather(n_all) if n_n else pl.Series([], dtype=pl.String),
+            "target_weight": np.concatenate([b.target, np.zeros(len(xw))])[order],
+            "approved_weight": np.where(rej_all, 0.0, w_all[order]),
+            "approved": ~rej_all,
+            "risk_flags": risk_flags,
+            "reason": reason,
+        }
+    )
+
+    def decode(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.with_columns(
+            date=(pl.col("d") + first_day).cast(pl.Int32).cast(pl.Date),
+            strategy=names.gather(frame.get_column("s")) if n_s else pl.lit(None, dtype=pl.String),
+        )
+
+    audit = decode(audit).select(
         "date",
         "strategy",
-        "symbol",
-        pl.col("weight").alias("target_weight"),
-        pl.when(pl.col("rejected")).then(0.0).otherwise(_W).alias("approved_weight"),
-        (~pl.col("rejected")).alias("approved"),
-        pl.col("flags").alias("risk_flags"),
-        pl.when(pl.col("rejected"))
-        .then(pl.format("rejected: {}", pl.col("flags")))
-        .when(pl.col("flags") != "")
-        .then(pl.format("approved with adjustments: {}", pl.col("flags")))
-        .otherwise(pl.lit("approved: within all risk limits"))
-        .alias("reason"),
-    ).sort("date", "symbol")
+        rule=pl.col("rank").replace_strict(list(range(len(RULES))), list(RULES), return_dtype=pl.String),
+        action=pl.col("action").replace_strict([0, 1, 2], list(_ACTIONS), return_dtype=pl.String),
+        limit="limit",
+        measured="measured",
+        reason="reason",
+    )
+    return Supervision(approvals=approvals, audit=audit)

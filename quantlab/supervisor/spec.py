@@ -23,14 +23,30 @@ class Rule(Strict):
     action: Action
 
 
-class RiskLimits(Strict):
-    """Per-strategy overrides: any rule given here replaces the global one."""
+class ScoreFloor(Strict):
+    """`min_score`: the least conviction a held name may have (score for a long, -score for a short)."""
 
-    max_symbol_weight: Rule | None = None
+    limit: float
+    action: Action
+
+
+class RiskLimits(Strict):
+    """The rules of one strategy; per-strategy overrides: any rule given here replaces the global one.
+
+    Order of application (each on the weights the previous one left): `max_drawdown`, `min_score`,
+    `max_positions`, `max_symbol_weight`, `max_long_gross`, `max_short_gross`, `max_gross`, `max_net`,
+    `max_turnover` (see `quantlab.supervisor.rules`).
+    """
+
+    max_drawdown: Rule | None = None
+    min_score: ScoreFloor | None = None
     max_positions: Rule | None = None
+    max_symbol_weight: Rule | None = None
+    max_long_gross: Rule | None = None
+    max_short_gross: Rule | None = None
     max_gross: Rule | None = None
     max_net: Rule | None = None
-    max_drawdown: Rule | None = None
+    max_turnover: Rule | None = None
 
 
 class SupervisorSpec(Strict):

@@ -18,7 +18,7 @@ import json
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -102,15 +102,89 @@ class Selection(Strict):
     hysteresis: Hysteresis = Hysteresis()
 
 
+class RiskParity(Strict):
+    """Risk parity's covariance: the strategies' net returns over `window` sessions up to the decision
+    date (a missing return counts as 0), shrunk toward mu * I: Ledoit-Wolf's intensity or a constant."""
+
+    window: Sessions = "60d"
+    shrinkage: Literal["ledoit_wolf"] | Annotated[float, Field(ge=0, le=1)] = "ledoit_wolf"
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: Sessions) -> Sessions:
+        if days(v) < 2:
+            raise ValueError("a covariance window needs at least 2 sessions")
+        return v
+
+
 class Allocation(Strict):
-    method: Literal["equal", "inverse_vol", "score"] = "equal"
+    method: Literal["equal", "inverse_vol", "score", "risk_parity"] = "equal"
     max_weight: float = Field(default=1.0, gt=0, le=1)
-    gross_budget: dict[Literal["long", "short", "long_short"], float] = {
+    full_investment: bool = Field(
+        default=False,
+        description="Redistribute what `max_weight` cuts to the uncapped strategies (else it stays in cash).",
+    )
+    gross_budget: dict[Literal["long", "short", "long_short"], Annotated[float, Field(ge=0)]] = {
         "long": 1.0,
         "short": 1.0,
         "long_short": 1.0,
     }
     vol_window: str = "mid"
+    risk_parity: RiskParity = RiskParity()
+    max_gross: float | None = Field(
+        default=None, gt=0, description="Cap on sum |w| of the world target book."
+    )
+    max_net: float | None = Field(default=None, ge=0, description="Cap on |sum w| of the world target book.")
+    smoothing: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="Weight of the previous allocation: w = s * w_prev + (1 - s) * w_new.",
+    )
+
+
+class DrawdownCircuit(Strict):
+    max_dd: float = Field(gt=0, lt=1, description="World drawdown that trips the breaker.")
+    cut_to: float = Field(default=0.0, ge=0, description="Capital the world may deploy while tripped.")
+    cooldown: Sessions = "20d"
+    resume_below: float | None = Field(
+        default=None,
+        ge=0,
+        description="Drawdown at or under which it resets after the cooldown (max_dd / 2).",
+    )
+
+    @field_validator("cooldown")
+    @classmethod
+    def _cooldown(cls, v: Sessions) -> Sessions:
+        days(v)
+        return v
+
+    @model_validator(mode="after")
+    def _resume(self) -> DrawdownCircuit:
+        if self.resume_below is not None and self.resume_below >= self.max_dd:
+            raise ValueError(f"resume_below {self.resume_below} must be below max_dd {self.max_dd}")
+        return self
+
+    @property
+    def resume(self) -> float:
+        return self.max_dd / 2 if self.resume_below is None else self.resume_below
+
+
+class DailyLoss(Strict):
+    limit: float = Field(gt=0, description="A session return at or below -limit trips it.")
+    cut_to: float = Field(default=0.0, ge=0, description="Capital the world may deploy the next session.")
+
+
+class Exposure(Strict):
+    max_symbol: float = Field(gt=0, description="Cap on |weight| of one symbol in the world target book.")
+
+
+class WorldRisk(Strict):
+    """The world risk engine (see `quantlab.world.allocate`)."""
+
+    drawdown_circuit: DrawdownCircuit | None = None
+    daily_loss: DailyLoss | None = None
+    exposure: Exposure | None = None
 
 
 class RulePolicy(Strict):
@@ -139,6 +213,7 @@ class WorldSpec(Strict):
     stages: dict[Literal["backtest", "paper", "live"], StageProfile]
     selection: Selection
     allocation: Allocation = Allocation()
+    risk: WorldRisk = WorldRisk()
     rules: dict[
         Literal["data_currency", "sample", "gates", "correlation", "selection", "lifecycle"], RulePolicy
     ] = {}
@@ -236,6 +311,12 @@ def _check(world: WorldSpec, strategies: dict[str, StrategySpec]) -> None:
         )
     if world.allocation.vol_window not in (*world.windows, "full"):
         raise ValueError(f"allocation.vol_window: undefined window '{world.allocation.vol_window}'")
+    alloc = world.allocation
+    if alloc.full_investment and alloc.max_weight * world.selection.topk.total < 1 - 1e-12:
+        raise ValueError(
+            f"allocation.full_investment: max_weight {alloc.max_weight:g} x topk.total "
+            f"{world.selection.topk.total} < 1: the budget can never be fully invested"
+        )
     if world.strategies.ids is not None:
         unknown = sorted(set(world.strategies.ids) - set(strategies))
         if unknown:
