@@ -6,7 +6,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export QUANTLAB_WAREHOUSE ?= $(CURDIR)/.quantlab/warehouse.duckdb
 export QUANTLAB_PROJECT_DIR := $(CURDIR)
 
-.PHONY: install demo test ui bench lint clean
+.PHONY: install demo test test-e2e ui bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
@@ -26,6 +26,10 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 
 test: install
 	$(PY) -m pytest
+
+# the end-to-end tests (dagster CLI + daemon, dagster dev + GraphQL, chromium, PostgreSQL): CI runs them too
+test-e2e: install
+	$(PY) -m pytest -m slow
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -w workspace.yaml

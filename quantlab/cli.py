@@ -111,19 +111,14 @@ def demo(start: dt.datetime | None, end: dt.datetime | None, recent: int) -> Non
     runs = []
     if len(days) > recent + 1:
         hist_end = days[-recent - 1]
-        click.echo(f"[1/3] history job: the whole chain for {first} .. {hist_end} in one run ...")
+        history = defs.resolve_job_def(HISTORY_JOB)
+        window = {"history_window": {"config": {"start": first.isoformat(), "end": hist_end.isoformat()}}}
         runs.append(
-            defs.resolve_job_def(HISTORY_JOB).execute_in_process(
-                instance=instance,
-                raise_on_error=False,
-                run_config={
-                    **quiet,
-                    "resources": {
-                        "history_window": {
-                            "config": {"start": first.isoformat(), "end": hist_end.isoformat()}
-                        }
-                    },
-                },
+            _run_job(
+                instance,
+                f"[1/3] history job: the whole chain for {first} .. {hist_end} in one run",
+                history,
+                run_config={**quiet, "resources": window},
             )
         )
     chain = defs.resolve_job_def(CHAIN_JOB)
@@ -131,20 +126,23 @@ def demo(start: dt.datetime | None, end: dt.datetime | None, recent: int) -> Non
         click.echo("history run failed; see the Dagster UI (make ui) for the failing step", err=True)
     else:
         runs += _demo_tuning(defs, instance, days[-recent - 1], quiet)
-        click.echo(f"[2/3] partitioned chain: {days[-recent]} .. {days[-2]} as one ranged run ...")
         runs.append(
-            chain.execute_in_process(
-                instance=instance,
-                raise_on_error=False,
+            _run_job(
+                instance,
+                f"[2/3] partitioned chain: {days[-recent]} .. {days[-2]} as one ranged run",
+                chain,
                 tags=_range_tags(days[-recent], days[-2]),
                 run_config=quiet,
             )
         )
         if runs[-1].success:
-            click.echo(f"[3/3] partitioned chain: {last} (one partition, checks recorded per partition) ...")
             runs.append(
-                chain.execute_in_process(
-                    instance=instance, raise_on_error=False, partition_key=last.isoformat(), run_config=quiet
+                _run_job(
+                    instance,
+                    f"[3/3] partitioned chain: {last} (one partition, checks recorded per partition)",
+                    chain,
+                    partition_key=last.isoformat(),
+                    run_config=quiet,
                 )
             )
     result = runs[-1]
@@ -187,6 +185,16 @@ def demo(start: dt.datetime | None, end: dt.datetime | None, recent: int) -> Non
 DEMO_TRIALS = (
     30  # the demo's study size: enough for the deflation to show, a few seconds on the embedded data
 )
+
+
+def _run_job(instance, label: str, job, **kwargs):  # noqa: ANN001, ANN202 - Dagster objects
+    """`job.execute_in_process(**kwargs)` on `instance` with a progress bar of its finished steps."""
+    from quantlab.progress import run_with_progress, step_bar
+
+    with step_bar(label, len(job.graph.nodes)) as bar:
+        return run_with_progress(
+            instance, lambda: job.execute_in_process(instance=instance, raise_on_error=False, **kwargs), bar
+        )
 
 
 def _demo_tuning(defs, instance, end: dt.date, run_config: dict) -> list:  # noqa: ANN001 - Dagster objects
