@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -38,7 +39,11 @@ class TuningStorage(dg.ConfigurableResource):
         """The storage; trials whose process died are failed after a missed heartbeat (resume is clean)."""
         url = self.resolve(warehouse_path)
         kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=30, grace_period=120)
+        with warnings.catch_warnings():  # heartbeats are "experimental" in optuna 5: a known, chosen API
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=kwargs, heartbeat_interval=30, grace_period=120
+            )
 
 
 def display_url(url: str) -> str:
