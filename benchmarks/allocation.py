@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from machine import loadavg
 
 from quantlab import calendar
 from quantlab.supervisor.rules import supervise
@@ -250,13 +251,6 @@ def run_once(
     return out
 
 
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--strategies", type=int, default=50)
@@ -281,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     setup = time.perf_counter() - t0
     print(f"  setup {setup:.1f} s ({w['targets'].height:,} target rows, {w['returns'].height:,} return rows)")
-    load_before = _loadavg()
+    load_before = loadavg()
     runs = []
     for _ in range(args.repeat):
         gc.collect()
@@ -298,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     best = min(runs, key=lambda r: r["total"])
     verdict = "met" if best["total"] < TARGET_SECONDS else "MISSED"
-    print(f"best total {best['total']:.3f} s   target {TARGET_SECONDS:g} s: {verdict}  (load {_loadavg()})")
+    print(f"best total {best['total']:.3f} s   target {TARGET_SECONDS:g} s: {verdict}  (load {loadavg()})")
     report = {
         "workload": {
             "strategies": args.strategies,
@@ -317,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         "totals_all": [round(r["total"], 4) for r in runs],
         "machine": {
             "loadavg_before": load_before,
-            "loadavg_after": _loadavg(),
+            "loadavg_after": loadavg(),
             "python": sys.version.split()[0],
             "platform": platform.platform(),
             "cpus": os.cpu_count(),

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+from machine import loadavg
 
 from quantlab.curator.synthetic import synthetic_ohlcv
 from quantlab.features.labels import compute_labels
@@ -81,7 +82,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "polars": pl.__version__,
             "polars_threads": pl.thread_pool_size(),
-            "loadavg": os.getloadavg(),
+            "loadavg": loadavg(),
         },
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

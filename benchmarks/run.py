@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from machine import loadavg
 
 from quantlab import calendar, metrics
 from quantlab.assets.curator import run_ohlcv
@@ -203,13 +204,6 @@ def _maxrss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
 def source_fingerprint() -> dict[str, Any]:
     """sha256 over the quantlab package sources (path + bytes) and their newest mtime: ties the figures to
     the code measured (the working tree may differ from any commit)."""
@@ -256,7 +250,7 @@ def machine_info() -> dict[str, Any]:
         "polars_threads": pl.thread_pool_size(),
         "polars_max_threads_env": os.environ.get("POLARS_MAX_THREADS"),
         "packages": versions,
-        "loadavg_start": _loadavg(),
+        "loadavg_start": loadavg(),
     }
 
 
@@ -331,7 +325,7 @@ class Bench:
             "status": "ok",
             "rows_in": rows_in,
             "notes": list(notes or []),
-            "loadavg_before": _loadavg(),
+            "loadavg_before": loadavg(),
         }
         self.stages.append(rec)
         seconds, cpu, extras, out = [], [], [], None
@@ -1007,7 +1001,7 @@ def run_world(
 
 
 def finish(bench: Bench) -> int:
-    bench.report["machine"]["loadavg_end"] = _loadavg()
+    bench.report["machine"]["loadavg_end"] = loadavg()
     bench.report["machine"]["peak_rss_mb"] = round(_maxrss_mb(), 1)
     ok = [s for s in bench.stages if s.get("status") == "ok"]
     bench.report["total_seconds_best"] = round(sum(s["seconds_best"] for s in ok), 3)

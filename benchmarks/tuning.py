@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import optuna
+from machine import loadavg
 
 from quantlab.calendar import sessions
 from quantlab.curator.synthetic import synthetic_ohlcv
@@ -103,7 +104,7 @@ def main() -> None:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
-            "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
+            "load_avg_at_end": loadavg(),
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

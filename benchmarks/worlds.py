@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from machine import loadavg
 
 from quantlab import calendar
 from quantlab.backtest.kpis import asof_kpis
@@ -253,14 +254,6 @@ def check(w: dict[str, Any], world: WorldSpec, evaluation: Any, n_days: int) -> 
     return checked
 
 
-def _loadavg() -> list[float] | None:
-    """The 1/5/15-minute load averages (other processes share the cores: the figures depend on them)."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--strategies", type=int, default=50)
@@ -279,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  setup {setup:.1f} s (KPI table {w['kpis'].height:,} rows in {w['kpi_seconds']:.1f} s)")
 
     per_world: dict[str, Any] = {}
-    load_before = _loadavg()
+    load_before = loadavg()
     for world in w["worlds"]:
         runs, cpu = [], []
         for _ in range(args.repeat):
@@ -314,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(v["seconds_best"] for v in per_world.values())
     verdict = "met" if total < TARGET_SECONDS else "MISSED"
     print(
-        f"{'total':<20} {total:7.3f} s   target {TARGET_SECONDS:g} s: {verdict}  (load average {_loadavg()})"
+        f"{'total':<20} {total:7.3f} s   target {TARGET_SECONDS:g} s: {verdict}  (load average {loadavg()})"
     )
     report = {
         "workload": {
@@ -339,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         "worlds": per_world,
         "machine": {
             "loadavg_before": load_before,
-            "loadavg_after": _loadavg(),
+            "loadavg_after": loadavg(),
             "python": sys.version.split()[0],
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
