@@ -697,7 +697,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one stage after 
             if ret.height:
                 frames.append(ret.select("date", "strategy", "net", "turnover", "long_ret", "short_ret"))
         returns_long = pl.concat(frames) if frames else None
-        trades_long = pl.concat(trade_frames) if trade_frames else None
+        trade_counts = pl.concat(trade_frames).group_by("date", "strategy").len("n") if trade_frames else None
         if from_engine:
             report["notes"].append(
                 f"strategy returns for stages 6-8 of {from_engine} come from the engine "
@@ -731,8 +731,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one stage after 
         kpi_table = bench.run(
             "6b",
             "backtest.kpis.asof_kpis",
-            lambda extra: bt_kpis.asof_kpis(kpi_in, trades_long, days[0], days[-1]),
-            measures="quantlab.backtest.kpis.asof_kpis(returns, trades, start, end): pivots, metrics.asof_kpis over "
+            lambda extra: bt_kpis.asof_kpis(kpi_in, trade_counts, days[0], days[-1]),
+            measures="quantlab.backtest.kpis.asof_kpis(returns, trade_counts, start, end): pivots, metrics.asof_kpis over "
             "the table windows (20d/60d/126d/252d/full), long KPI table",
             rows_in=kpi_in.height,
             rows_out=lambda df: df.height,

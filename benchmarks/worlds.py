@@ -200,7 +200,7 @@ def build(n_strategies: int, n_sessions: int, seed: int) -> dict[str, Any]:
     ids, sides = strategy_ids(n_strategies)
     returns = synthetic_returns(ids, sides, days, seed)
     t0 = time.perf_counter()
-    no_trades = pl.DataFrame(schema={"date": pl.Date, "strategy": pl.String})
+    no_trades = pl.DataFrame(schema={"date": pl.Date, "strategy": pl.String, "n": pl.Int64})
     kpis = asof_kpis(returns, no_trades, days[0], days[-1])
     kpi_seconds = time.perf_counter() - t0
     specs = worlds(ids, sides)

@@ -642,7 +642,7 @@ def test_decide_is_pure() -> None:
 # ---------------------------------------------------------------------------------------- evaluate_world
 
 IDS = ["a", "b", "c"]
-NO_TRADES = pl.DataFrame(schema={"date": pl.Date, "strategy": pl.String})
+NO_TRADES = pl.DataFrame(schema={"date": pl.Date, "strategy": pl.String, "n": pl.Int64})
 SIDES = ["long", "long", "long_short"]
 
 

@@ -109,9 +109,13 @@ def run_kpis(warehouse: Warehouse, start: dt.date, end: dt.date) -> StageRun:
     history = warehouse.read_table(
         "strategy_returns", end=end, columns=["date", "strategy", "net", "turnover", "long_ret", "short_ret"]
     )
-    trades = warehouse.read_table("trades", end=end, columns=["date", "strategy"])
+    counts = (
+        warehouse.read("SELECT date, strategy, count(*) AS n FROM trades WHERE date <= ? GROUP BY ALL", [end])
+        if warehouse.has_table("trades")
+        else pl.DataFrame(schema={"date": pl.Date, "strategy": pl.String, "n": pl.Int64})
+    )
     trials = tuning_trials_by_strategy(warehouse)
-    out = asof_kpis(history, trades, start, end, trials) if history.height else pl.DataFrame()
+    out = asof_kpis(history, counts, start, end, trials) if history.height else pl.DataFrame()
     n = write(warehouse, "kpis", out, start, end)
     meta: dict = {"rows": n}
     if trials:

@@ -32,20 +32,20 @@ def returns_matrix(returns: pl.DataFrame, column: str) -> tuple[list[dt.date], l
 
 def asof_kpis(
     returns: pl.DataFrame,
-    trades: pl.DataFrame,
+    trade_counts: pl.DataFrame,
     start: dt.date,
     end: dt.date,
     trials: Mapping[str, tuple[int, float]] | None = None,
 ) -> pl.DataFrame:
     """KPI rows (date in [start, end]) from `strategy_returns` rows covering each strategy's whole history.
 
-    `returns` needs date, strategy, net, turnover, long_ret, short_ret; `trades` one row per trade (date,
-    strategy). Values at date t use rows up to and including t only. `psr` is against a zero Sharpe; `dsr`
-    deflates it by `trials` (strategy -> (number of tuning trials, variance of their per-period Sharpe
-    ratios), see `quantlab.tuning.study.dsr_inputs`); a strategy without trials has one: its `dsr` equals its
-    `psr`. `trades`: the number of trades in the window. Leg metrics (`long_*`, `short_*`) are those of the
-    side's gross contribution to the daily return, null over a window where the side never moved (no
-    position).
+    `returns` needs date, strategy, net, turnover, long_ret, short_ret; `trade_counts` the number of trades
+    `n` per (date, strategy) (days without a row had none). Values at date t use rows up to and including t
+    only. `psr` is against a zero Sharpe; `dsr` deflates it by `trials` (strategy -> (number of tuning
+    trials, variance of their per-period Sharpe ratios), see `quantlab.tuning.study.dsr_inputs`); a strategy
+    without trials has one: its `dsr` equals its `psr`. `trades`: the number of trades in the window. Leg
+    metrics (`long_*`, `short_*`) are those of the side's gross contribution to the daily return, null over a
+    window where the side never moved (no position).
     """
     dates, strategies, net = returns_matrix(returns, "net")
     if not strategies:
@@ -61,15 +61,15 @@ def asof_kpis(
         else {}
     )
     out = metrics.asof_kpis(net, turnover, KPI_WINDOWS, **deflate)
-    alive = np.where(np.isnan(net), np.nan, 0.0)  # NaN before inception, 0 after: adds counts as of each date
-    counts = trades.group_by("date", "strategy").len("n")
-    per_day = alive + _aligned(counts, dates, strategies, "n")
+    # matrices on the axes of `net` (NaN before each strategy's inception): trades, then each leg
+    counted = returns.join(trade_counts.select("date", "strategy", "n"), on=["date", "strategy"], how="left")
+    per_day = returns_matrix(counted.with_columns(pl.col("n").fill_null(0)), "n")[2]
     for window, total in metrics.asof_window_sums(per_day, KPI_WINDOWS).items():
         out[f"trades_{window}"] = total
     for side in ("long", "short"):
-        leg = np.nan_to_num(_aligned(returns, dates, strategies, f"{side}_ret")) + alive
+        leg = returns_matrix(returns, f"{side}_ret")[2]
         legs = metrics.asof_kpis(leg, turnover, KPI_WINDOWS)
-        moved = metrics.asof_window_sums((leg != 0) + alive, KPI_WINDOWS)
+        moved = metrics.asof_window_sums(np.where(np.isnan(leg), np.nan, leg != 0), KPI_WINDOWS)
         for window in KPI_WINDOWS:
             for m in LEG_METRICS:
                 out[f"{side}_{m}_{window}"] = np.where(moved[window] > 0, legs[f"{m}_{window}"], np.nan)
@@ -96,19 +96,4 @@ def asof_kpis(
         .with_columns(pl.col("sample_days").cast(pl.Int64))
         .with_columns([pl.col(c).fill_nan(None) for c in (*_FLOATS, "psr", "dsr")])
         .sort("date", "strategy", "window")
-    )
-
-
-def _aligned(frame: pl.DataFrame, dates: list[dt.date], strategies: list[str], column: str) -> np.ndarray:
-    """(T, S) matrix of `column` on the given date and strategy axes; 0 where `frame` has no row."""
-    if frame.height == 0:
-        return np.zeros((len(dates), len(strategies)))
-    axes = pl.DataFrame({"date": dates}).join(pl.DataFrame({"strategy": strategies}), how="cross")
-    cell = axes.join(frame.select("date", "strategy", column), on=["date", "strategy"], how="left")
-    return (
-        cell.get_column(column)
-        .fill_null(0.0)
-        .cast(pl.Float64)
-        .to_numpy()
-        .reshape(len(dates), len(strategies))
     )
