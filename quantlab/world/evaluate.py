@@ -864,6 +864,18 @@ class _Days:
         self.outcomes = _Outcomes("fail")
 
 
+class _Inputs(NamedTuple):
+    """What every phase of `evaluate_world` reads: the policy, the members, the sessions, the (T, S) metric
+    matrices by name and the data lag of each session."""
+
+    world: WorldSpec
+    members: list[str]
+    sides: list[str]
+    days: list[dt.date]
+    values: dict[str, np.ndarray]
+    lags: np.ndarray
+
+
 def evaluate_world(
     world: WorldSpec,
     members: list[str],
@@ -904,9 +916,10 @@ def evaluate_world(
     forced = overrides_by_day(overrides, days_)
     rec = _Days(n_t, n_s)
     with np.errstate(all="ignore"):
-        _run(world, members, sides, days_, values, lags, ret_ords, net, forced, previous, rec)
-        decisions, snapshots, history = _frames(world, members, sides, days_, values, lags, forced, rec)
-        rules, offsets = _rules(world, members, sides, days_, values, lags, rec)
+        inp = _Inputs(world, members, sides, days_, values, lags)
+        _run(inp, ret_ords, net, forced, previous, rec)
+        decisions, snapshots, history = _frames(inp, forced, rec)
+        rules, offsets = _rules(inp, rec)
     stale = lags > days(world.data_currency.max_lag)
     return Evaluation(
         decisions, rules, _Plans(days_, rec, values["score"], stale, rules, offsets), snapshots, history
@@ -914,12 +927,7 @@ def evaluate_world(
 
 
 def _run(
-    world: WorldSpec,
-    members: list[str],
-    sides: list[str],
-    days_: list[dt.date],
-    values: dict[str, np.ndarray],
-    lags: np.ndarray,
+    inp: _Inputs,
     ret_ords: np.ndarray,
     net: np.ndarray,
     forced: dict[dt.date, dict[str, Override]],
@@ -927,6 +935,7 @@ def _run(
     rec: _Days,
 ) -> None:
     """The sequential part, date by date: `decide`'s steps 2-8 on (S,) arrays, recorded in `rec`."""
+    world, members, sides, days_, values, lags = inp
     n_t, n_s = len(days_), len(members)
     run = _RunInputs(world, values, n_t, n_s)
     rec.outcomes = outcomes = run.outcomes
@@ -1222,16 +1231,12 @@ def _str(n: int, value: str) -> pl.Series:
 
 
 def _frames(
-    world: WorldSpec,
-    members: list[str],
-    sides: list[str],
-    days_: list[dt.date],
-    values: dict[str, np.ndarray],
-    lags: np.ndarray,
+    inp: _Inputs,
     forced: dict[dt.date, dict[str, Override]],
     rec: _Days,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """`world_decisions`, `world_snapshots` and `stage_history`."""
+    world, members, sides, days_, values, lags = inp
     n_t, n_s = len(days_), len(members)
     date_series = pl.Series("date", days_, dtype=pl.Date)
     ids = pl.Series("strategy", members, dtype=pl.String)
@@ -1383,15 +1388,11 @@ class _Rows:
 
 
 def _rules(
-    world: WorldSpec,
-    members: list[str],
-    sides: list[str],
-    days_: list[dt.date],
-    values: dict[str, np.ndarray],
-    lags: np.ndarray,
+    inp: _Inputs,
     rec: _Days,
 ) -> tuple[pl.DataFrame, np.ndarray]:
     """`rule_results` rows in `decide`'s order, and the first row of each day (T + 1 offsets)."""
+    world, members, sides, days_, values, lags = inp
     n_t, n_s = len(days_), len(members)
     outcomes = rec.outcomes
     policy = world.on_missing_metric
