@@ -29,6 +29,7 @@ from quantlab.features.library import (
     feature_set_version,
     prepare_panel,
 )
+from quantlab.features.windows import window_mean, window_var
 
 SQRT252 = math.sqrt(252.0)
 
@@ -381,23 +382,59 @@ def test_vol_ratio_null_on_flat_window() -> None:
     assert out.get_column("vol_ratio_20_60").null_count() == 70  # 0 / 0: null, never NaN
 
 
-def test_windows_are_per_symbol() -> None:
-    """The per-symbol windows, computed in one group_by over the symbol code, equal `.over(symbol)` exactly
-    (same kernels on the same slices), nulls and late listings included."""
-    df = make_ohlcv(seed=13, n_symbols=5, n_days=260, starts=(0, 0, 40, 90, 5), flat=True)
-    df = df.with_columns(
-        pl.when(pl.col("close") > pl.col("open") * 1.015).then(None).otherwise(pl.col("close")).alias("close")
-    )
-    frame = prepare_panel(df).frame
-    for stage in range(library._WINDOWS):
-        frame = frame.with_columns(e().alias(h) for h, (st, e, _) in library._HELPERS.items() if st == stage)
-    windows = [h for h, (st, _, _) in library._HELPERS.items() if st == library._WINDOWS]
-    grouped = frame.group_by("_sid", maintain_order=True).agg(
-        library._HELPERS[h][1]().alias(h) for h in windows
-    )
-    over = frame.select(library._HELPERS[h][1]().over("_sid").alias(h) for h in windows)
-    assert over.get_column("_sd20").null_count() < over.height  # not vacuous
-    assert_frame_equal(grouped.explode(windows).select(windows), over, check_exact=True)
+@pytest.mark.parametrize("w", [2, 14, 20, 60])
+def test_window_mean_and_var_against_the_definition(w: int) -> None:
+    """Every trailing window equals numpy's mean / var(ddof=1) of its rows; NaN exactly where the window
+    holds a NaN or has fewer than w rows; a flat window has its value as mean and exactly 0 as variance; the
+    rows after a value never change it (bit for bit)."""
+    rng = np.random.default_rng(w)
+    n, k = 7 * w + 3, 5
+    x = 100 + np.cumsum(rng.normal(0, 1, (n, k)), axis=0)
+    x[3 * w : 4 * w + 5, 1] = 42.5  # a flat stretch longer than a window
+    x[rng.integers(0, n, 4), rng.integers(0, k, 4)] = np.nan
+    mean, var = window_mean(x, w), window_var(x, w)
+    views = np.lib.stride_tricks.sliding_window_view(x, w, axis=0)  # (n - w + 1, k, w)
+    with np.errstate(invalid="ignore"):
+        want_mean, want_var = views.mean(axis=2), views.var(axis=2, ddof=1)
+    assert np.isnan(mean[: w - 1]).all() and np.isnan(var[: w - 1]).all()
+    assert np.array_equal(np.isnan(mean[w - 1 :]), np.isnan(want_mean))
+    assert np.array_equal(np.isnan(var[w - 1 :]), np.isnan(want_var))
+    assert np.allclose(mean[w - 1 :], want_mean, rtol=1e-12, atol=0, equal_nan=True)
+    assert np.allclose(var[w - 1 :], want_var, rtol=1e-9, atol=1e-12, equal_nan=True)
+    flat = np.arange(4 * w - 1, 4 * w + 5)  # windows inside the flat stretch
+    assert (mean[flat, 1] == 42.5).all() and (var[flat, 1] == 0.0).all()
+    for t in (w - 1, 2 * w, 3 * w + 1, n - 2):  # truncate or perturb after t: nothing at or before t moves
+        changed = x.copy()
+        changed[t + 1 :] *= rng.uniform(0.5, 1e6, changed[t + 1 :].shape)
+        for f in (window_mean, window_var):
+            assert np.array_equal(f(changed, w)[: t + 1], f(x, w)[: t + 1], equal_nan=True)
+            assert np.array_equal(f(x[: t + 1], w), f(x, w)[: t + 1], equal_nan=True)
+    assert np.isnan(window_mean(x[: w - 1], w)).all() and window_var(x[:0], w).shape == (0, k)
+
+
+def test_full_panel_fast_path_equals_the_general_path() -> None:
+    """A full panel in (date, symbol) order is laid out without reordering; the result is exactly the one
+    of the same bars in any other order (the general path), and the layouts agree cell for cell."""
+    df = make_ohlcv(seed=21, n_symbols=4, n_days=MAX_LOOKBACK + 30, flat=True)
+    ordered = df.sort("date", "symbol")
+    fast, general = prepare_panel(ordered), prepare_panel(df)
+    assert fast.cells is None and general.cells is not None
+    assert fast.shape == general.shape == (MAX_LOOKBACK + 30, 4)
+    for c in fast.values:
+        assert np.array_equal(fast.values[c], general.values[c], equal_nan=True), c
+    out = compute_features(ordered)
+    assert_frame_equal(out, compute_features(df), check_exact=True)
+    assert_frame_equal(out, compute_features(df.sort("symbol", "date")), check_exact=True)
+    assert_frame_equal(compute_labels(ordered), compute_labels(df), check_exact=True)
+    # not full (a symbol misses a date): the general path, with that symbol's rows closing the gap
+    gap_day = sorted(ordered.get_column("date").unique())[7]
+    holed = ordered.filter((pl.col("symbol") != "S2") | (pl.col("date") != gap_day))
+    panel = prepare_panel(holed)
+    n = MAX_LOOKBACK + 30
+    assert panel.cells is not None and panel.length.tolist() == [n, n, n - 1, n]
+    s2 = compute_features(holed).filter(pl.col("symbol") == "S2")
+    alone = compute_features(holed.filter(pl.col("symbol") == "S2"), ["ret_5", "vol_20"])
+    assert_frame_equal(s2.select(alone.columns), alone, check_exact=True)
 
 
 def test_shared_panel() -> None:
@@ -543,7 +580,7 @@ def test_feature_set_version() -> None:
     assert v == feature_set_version(FEATURE_NAMES) == feature_set_version(list(reversed(FEATURE_NAMES)))
     assert len(v) == 12 and int(v, 16) >= 0
     assert feature_set_version(["ret_1", "mom_20"]) == feature_set_version(["mom_20", "ret_1", "ret_1"])
-    assert feature_set_version(["ret_1", "mom_20"]) == "eefa57f3a78f"  # stable across processes and runs
+    assert feature_set_version(["ret_1", "mom_20"]) == "46a61f793b4f"  # stable across processes and runs
     assert len({v, feature_set_version(["ret_1"]), feature_set_version(["ret_1", "mom_20"])}) == 3
     with pytest.raises(ValueError, match="unknown"):
         feature_set_version(["nope"])

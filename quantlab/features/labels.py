@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from quantlab.features.library import _DAY, _SID, FEATURE_NAMES, Panel, _as_panel
+from quantlab.features.library import FEATURE_NAMES, _as_panel, _finite, _xs_mean
+from quantlab.features.panel import Panel
 
 __all__ = [
     "LABELS",
@@ -75,8 +76,11 @@ def check_no_label_leakage(feature_names: Iterable[str]) -> None:
 check_no_label_leakage(FEATURE_NAMES)  # the feature library itself must never contain a label
 
 
-def _finite(e: pl.Expr) -> pl.Expr:
-    return pl.when(e.is_finite()).then(e)
+def _lead(x: np.ndarray, h: int, fill: float | int) -> np.ndarray:
+    """`x` h rows later in the symbol (`fill` where the symbol has fewer than h more rows)."""
+    out = np.full_like(x, fill)
+    out[:-h] = x[h:]
+    return out
 
 
 def compute_labels(ohlcv: pl.DataFrame | Panel, names: Sequence[str] = LABEL_NAMES) -> pl.DataFrame:
@@ -84,7 +88,7 @@ def compute_labels(ohlcv: pl.DataFrame | Panel, names: Sequence[str] = LABEL_NAM
 
     Only rows whose value is known (non-null, finite) are returned, sorted by (date, symbol, label order in
     ``names``). Uses the adjusted ``close``; ``ohlcv`` is an ohlcv frame in any row order (same validation as
-    compute_features) or a `Panel` of one (`quantlab.features.library.prepare_panel`, shared with
+    compute_features) or a `Panel` of one (`quantlab.features.panel.prepare_panel`, shared with
     compute_features). Only the requested labels (and the forward returns they derive from) are computed.
     """
     if isinstance(names, str):
@@ -94,59 +98,44 @@ def compute_labels(ohlcv: pl.DataFrame | Panel, names: Sequence[str] = LABEL_NAM
     if unknown:
         raise ValueError(f"unknown labels {unknown}; known: {list(LABEL_NAMES)}")
     panel = _as_panel(ohlcv, ("close",))
-    if not names or panel.frame.height == 0:
+    if not names or panel.bar_day.size == 0:
         return pl.DataFrame(schema=LONG_SCHEMA)
-    close, day, rem = pl.col("close"), pl.col(_DAY), pl.col("_rem")
+    # on the panel's rows (a symbol's bars), the row h later is the symbol's own bar h sessions later
+    close = panel.values["close"]
+    day = panel.matrix(panel.bar_day, fill=-1)
     horizons = sorted({LABELS[n].horizon for n in names})  # every label derives from fwd_ret_<horizon>
-    # rows in (symbol, date) order: a plain shift(-h) is the symbol's own row h sessions later wherever the
-    # symbol has h more rows (`_rem >= h`); exact, and much cheaper than shift().over(). Until the rows are
-    # in (date, symbol) order a missing value is NaN (return) or -1 (as-of day): columns without a validity
-    # mask gather several times faster.
-    ret = {h: pl.col(f"_ret{h}") for h in horizons}
-    asof = {h: pl.col(f"_asof{h}") for h in horizons}
-    df = panel.frame.select(
-        _SID,
-        _DAY,
-        *[
-            pl.when(rem >= h).then(close.shift(-h) / close - 1).fill_null(float("nan")).alias(f"_ret{h}")
-            for h in horizons
-        ],
-        *[pl.when(rem >= h).then(day.shift(-h)).otherwise(-1).alias(f"_asof{h}") for h in horizons],
-    )
-    if panel.back is not None:  # to (date, symbol) order, where `.over(_DAY)` windows are slices
-        df = df[panel.back].with_columns(day.set_sorted())
-    df = df.with_columns(
-        *[_finite(ret[h]).alias(f"_ret{h}") for h in horizons],
-        *[pl.when(asof[h] >= 0).then(asof[h]) for h in horizons],
-    )
-    r5, a5 = pl.col("_ret5"), pl.col("_asof5")
-    exprs: dict[str, tuple[pl.Expr, pl.Expr]] = {
-        "fwd_ret_1": (pl.col("_ret1"), pl.col("_asof1")),
-        "fwd_ret_5": (r5, a5),
-        "fwd_ret_20": (pl.col("_ret20"), pl.col("_asof20")),
-        "fwd_dir_5": ((r5 > 0).cast(pl.Float64), a5),
-        "fwd_excess_5": (r5 - r5.mean().over(_DAY), pl.when(r5.is_not_null()).then(a5).max().over(_DAY)),
-    }
-    # long rows in (date, symbol, label) order: the (rows, labels) matrices of values and as-of days, raveled
-    # row-major; keep the known values. Columns go to numpy without validity masks (null: NaN, as-of 0).
+    with np.errstate(all="ignore"):
+        ret = {h: _finite(_lead(close, h, np.nan) / close - 1) for h in horizons}
+        asof = {h: _lead(day, h, -1) for h in horizons}
+        columns: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # label -> (values, as-of day index)
+        for n in names:
+            h = LABELS[n].horizon
+            if n.startswith("fwd_ret_"):
+                columns[n] = (ret[h], asof[h])
+            elif n == "fwd_dir_5":
+                columns[n] = (np.where(np.isnan(ret[h]), np.nan, (ret[h] > 0).astype(np.float64)), asof[h])
+            else:  # fwd_excess_5: against the same-date mean; known once every return in that mean is
+                r = panel.by_date(ret[h])
+                mean, _ = _xs_mean(r)
+                known_at = np.fmax.reduce(panel.by_date(np.where(np.isnan(ret[h]), np.nan, asof[h])), axis=1)
+                columns[n] = (
+                    panel.from_date(r - mean),
+                    panel.from_date(np.where(np.isnan(r), np.nan, known_at[:, None])),
+                )
+    # long rows in (date, symbol, label) order: the (bars, labels) matrices of values and as-of days, raveled
+    # row-major; keep the known values
     k = len(names)
-    wide = df.select(
-        *[exprs[n][0].cast(pl.Float64).fill_null(float("nan")).alias(f"v{i}") for i, n in enumerate(names)],
-        *[exprs[n][1].cast(pl.Int32).fill_null(0).alias(f"a{i}") for i, n in enumerate(names)],
-    )
-    values = np.column_stack([wide.get_column(f"v{i}").to_numpy() for i in range(k)]).ravel()
+    values = np.column_stack([panel.bars(columns[n][0]) for n in names]).ravel()
     known = np.flatnonzero(~np.isnan(values))
     row, li = np.divmod(known, k)
     li = pl.Series(li.astype(np.uint32))
-    asof = np.column_stack([wide.get_column(f"a{i}").to_numpy() for i in range(k)]).ravel()[known]
-    date, symbol = panel.keys(df.get_column(_SID).to_numpy()[row], df.get_column(_DAY).to_numpy()[row])
+    known_day = np.column_stack([panel.bars(columns[n][1]) for n in names]).ravel()[known].astype(np.int64)
     return pl.DataFrame(
         [
-            date,
-            symbol,
+            *panel.keys(row),
             pl.Series("label", names, pl.String).gather(li),
             pl.Series("horizon", [LABELS[n].horizon for n in names], pl.Int32).gather(li),
-            pl.Series("asof_date", asof + np.int32(panel.first_day), pl.Int32).cast(pl.Date),
+            pl.Series("asof_date", panel.days[known_day], pl.Int32).cast(pl.Date),
             pl.Series("value", values[known]),
         ]
     )

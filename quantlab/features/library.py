@@ -1,4 +1,4 @@
-"""Standard feature library: a registry of point-in-time features computed with vectorized polars.
+"""Standard feature library: a registry of point-in-time features, vectorized numpy on a panel.
 
 Conventions (the contract every feature here honours):
 
@@ -7,33 +7,33 @@ Conventions (the contract every feature here honours):
   warms up later; windows are counted in rows, not calendar days.
 * Only trailing fixed-length windows of the symbol's rows are used (no ewm, no expanding or cumulative
   statistics), plus same-date cross-sections of such values. A value at date t therefore depends only on data
-  at or before t: it is bit-identical whatever the data after t (each symbol's windows run on its own rows
-  only, grouped by symbol, so no rolling state crosses symbols; a lag reads another symbol's row only in
-  warm-up rows, which are null). It also depends only on its ``lookback`` window: computing
-  on a frame that starts earlier gives the same value up to float rounding (polars updates rolling sums
-  incrementally), provided the symbol's rows in the window are the same (and, for cross-sectional features,
-  the other symbols' too).
+  at or before t: it is bit-identical whatever the data after t. Each symbol is one column of the panel
+  (`quantlab.features.panel`), so nothing crosses symbols but the same-date cross-sections, which sum only the
+  symbols present. A window's mean and variance are computed from the window alone
+  (`quantlab.features.windows`): computing on a frame that starts earlier gives the same value up to float
+  rounding (the sums are split at blocks counted from the symbol's first row), provided the symbol's rows in
+  the window are the same (and, for cross-sectional features, the other symbols' too).
 * ``lookback`` counts the rows a value needs including the current one (a 1-day return needs 2). A value is
   null while the symbol has fewer than ``lookback`` rows, whatever the expression would give.
 * Null policy: null during warm-up, when an input inside the window is null, and wherever the arithmetic gives
-  NaN or +-inf (division by zero: flat prices, zero volume, zero close). Dispersion-type denominators (std,
-  mean absolute return, universe variance) below 1e-12 of their natural scale also count as zero, because
-  incremental rolling sums over a flat window leave ~1e-18 residues. All feature columns are Float64.
+  NaN or +-inf (division by zero: flat prices, zero volume, zero close). A flat window has a standard
+  deviation of exactly 0; dispersion-type denominators (std, mean absolute return, universe variance) below
+  1e-12 of their natural scale also count as zero, so a near-flat window gives null, not a huge ratio. All
+  feature columns are Float64.
 * Prices are the adjusted columns. Every price feature is invariant to scaling a symbol's whole price history
   by a constant, so re-adjusting history for a later split or dividend does not change past values.
   ``volume`` is used as given (``volume_ratio_20`` jumps around a split if volume is not split-adjusted).
 * ``kind="cross_sectional"`` marks features whose value also depends on the other symbols present on the same
   dates (cross-sectional ranks, beta to the equal-weight universe): compute them on the intended universe.
 
-Performance: `prepare_panel` validates and orders the bars once (a `Panel` can be passed to both
-`compute_features` and `quantlab.features.labels.compute_labels`); lags are plain shifts on the
-(symbol, date)-ordered frame, every per-symbol window runs in one parallel ``group_by``, and the columns are
-reordered to (date, symbol) with NaN standing for null (validity masks make a gather several times slower).
+Performance: `prepare_panel` validates and lays the bars out once (a `Panel` can be passed to both
+`compute_features` and `quantlab.features.labels.compute_labels`); the warehouse's full (date, symbol) panel
+needs no reordering at all. Features and their helpers are numpy on the panel's matrices, each computed
+once; only the same-date cross-sections (ranks, z-scores, the universe return) run in polars, in bars order.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import math
@@ -44,6 +44,8 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from quantlab.features.panel import INPUTS, Panel, prepare_panel
+from quantlab.features.windows import window_mean, window_var
 from quantlab.metrics import PERIODS_PER_YEAR
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "FEATURE_NAMES",
     "MAX_LOOKBACK",
     "FeatureDef",
+    "INPUTS",
     "Panel",
     "compute_features",
     "feature_set_version",
@@ -58,11 +61,10 @@ __all__ = [
 ]
 
 #: Bump when a library-wide convention changes (null policy, output layout): it salts every version hash.
-LIBRARY_VERSION = "features/1"
+LIBRARY_VERSION = "features/2"  # 2: windows from the window alone (quantlab.features.windows)
 
 ANNUALIZATION = math.sqrt(PERIODS_PER_YEAR)  # the convention lives in quantlab.metrics
 _EPS = 1e-12  # relative size below which a denominator (dispersion, mean absolute return) counts as zero
-_EPOCH = dt.date(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -77,164 +79,208 @@ class FeatureDef:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Expression building blocks. Frames are processed sorted by (symbol, date) with a sorted UInt32 symbol code
-# `_sid`, so each symbol's rows are one contiguous slice; helper columns start with an underscore.
-_SID = "_sid"
-_DAY = "_di"  # days since the first date of the frame
-_C, _O, _H, _L = pl.col("close"), pl.col("open"), pl.col("high"), pl.col("low")
-_PC = pl.col("_pc")  # previous close of the symbol
-_R = pl.col("_r")  # daily simple return close / previous close - 1 (null if not finite)
+# Building blocks: numpy on row-layout matrices (`quantlab.features.panel`: a column per symbol, row n its
+# n-th bar), so a lag is a shift along the rows and every window is a slice of one symbol's column.
+def _lag(x: np.ndarray, n: int) -> np.ndarray:
+    """`x` n rows earlier in the symbol (NaN on its first n rows)."""
+    if n == 0:
+        return x
+    out = np.empty_like(x)
+    out[:n] = np.nan
+    out[n:] = x[:-n]
+    return out
 
 
-def _finite(e: pl.Expr) -> pl.Expr:
-    return pl.when(e.is_finite()).then(e)
+def _finite(x: np.ndarray) -> np.ndarray:
+    """`x` with its non-finite values set to NaN, in place (`x` is a new matrix)."""
+    np.copyto(x, np.nan, where=~np.isfinite(x))
+    return x
 
 
-def _div(num: pl.Expr, den: pl.Expr, scale: pl.Expr | float = 1.0) -> pl.Expr:
-    """num / den, null where |den| <= _EPS * |scale|: a flat window can leave a ~1e-18 residue instead of an
-    exact 0 in an incrementally updated rolling sum, and dividing by it would give garbage, not null."""
-    tol = _EPS * (scale.abs() if isinstance(scale, pl.Expr) else abs(scale))
-    return pl.when(den.abs() > tol).then(num / den)
+def _div(num: np.ndarray, den: np.ndarray, scale: np.ndarray | float = 1.0) -> np.ndarray:
+    """num / den, NaN where |den| <= _EPS * |scale|: a dispersion or mean absolute return that is zero up to
+    rounding (a near-flat window) must give null, not a huge ratio."""
+    return np.where(np.abs(den) > _EPS * np.abs(scale), num / den, np.nan)
 
 
-# Intermediate columns: name -> (stage, expression, intermediates it reads). Stages 0-2 run on the whole
-# frame, one with_columns each (row-wise expressions, and `_um`, the same-date cross-section). Stage 3
-# (_WINDOWS) holds every per-symbol window: expressions evaluated on each symbol's rows alone, all in one
-# `group_by(_sid).agg(...)` (polars runs them in parallel, faster than one `.over(_sid)` each; same kernels
-# on the same slices, so the same bits). Anything a feature reads more than once is materialized here,
-# because eager polars would otherwise evaluate a repeated expression once per occurrence.
-_HELPERS: dict[str, tuple[int, Callable[[], pl.Expr], tuple[str, ...]]] = {
-    # previous close of the symbol: rows are in (symbol, date) order, so a plain shift is the symbol's own
-    # previous row wherever one exists (`_n > 0`); exact, and much cheaper than shift().over()
-    "_pc": (0, lambda: pl.when(pl.col("_n") > 0).then(_C.shift(1)), ()),
-    "_r": (1, lambda: _finite(_C / _PC - 1), ("_pc",)),
-    "_tr": (
-        1,
-        lambda: pl.when(_PC.is_not_null()).then(  # true range
-            pl.max_horizontal(_H, _PC) - pl.min_horizontal(_L, _PC)
-        ),
-        ("_pc",),
-    ),
-    # equal-weight universe return of the date, kept only where the symbol itself has a return
-    "_um": (2, lambda: pl.when(_R.is_not_null()).then(_R.mean().over(_DAY)), ("_r",)),
-    # per-symbol windows (stage _WINDOWS)
-    "_sma20": (3, lambda: _C.rolling_mean(20), ()),
-    "_sma50": (3, lambda: _C.rolling_mean(50), ()),
-    "_sma200": (3, lambda: _C.rolling_mean(200), ()),
-    "_sd20": (3, lambda: _C.rolling_std(20, ddof=1), ()),
-    "_mr14": (3, lambda: _R.rolling_mean(14), ("_r",)),  # mean return, 14 days
-    "_mr60": (3, lambda: _R.rolling_mean(60), ("_r",)),
-    "_absr14": (3, lambda: _R.abs().rolling_mean(14), ("_r",)),  # mean |return|, 14 days
-    "_sdr20": (3, lambda: _R.rolling_std(20, ddof=1), ("_r",)),  # std of returns
-    "_sdr60": (3, lambda: _R.rolling_std(60, ddof=1), ("_r",)),
-    "_mtr14": (3, lambda: pl.col("_tr").rolling_mean(14), ("_tr",)),  # mean true range
-    # mean volume of the previous 20 rows (today excluded)
-    "_mvol20": (3, lambda: pl.col("volume").cast(pl.Float64).shift(1).rolling_mean(20), ()),
-    "_mu60": (3, lambda: pl.col("_um").rolling_mean(60), ("_um",)),
-    "_muu60": (3, lambda: (pl.col("_um") ** 2).rolling_mean(60), ("_um",)),
-    "_mru60": (3, lambda: (_R * pl.col("_um")).rolling_mean(60), ("_r", "_um")),
+class _Cells:
+    """The matrices of one computation, each computed once on first use: the panel's inputs, the helpers
+    (`_HELPERS`) and the cleaned features (warm-up and non-finite values NaN)."""
+
+    def __init__(self, panel: Panel) -> None:
+        self.panel = panel
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._cache:
+            self._cache[name] = _HELPERS[name](self) if name in _HELPERS else self.panel.values[name]
+        return self._cache[name]
+
+    def feature(self, name: str) -> np.ndarray:
+        key = f"feature:{name}"
+        if key not in self._cache:
+            x = _IMPL[name].compute(self)
+            if any(x is m for m in self._cache.values()):  # a helper as it is (ret_1): clean a copy
+                x = x.copy()
+            self._cache[key] = _clean(x, FEATURES[name].lookback)
+        return self._cache[key]
+
+
+def _clean(x: np.ndarray, lookback: int) -> np.ndarray:
+    """NaN (null in the output) on the first lookback - 1 rows of each symbol and wherever not finite; in
+    place (`x` is a new matrix)."""
+    x[: lookback - 1] = np.nan
+    return _finite(x)
+
+
+def _row_sum(x: np.ndarray) -> np.ndarray:
+    """Sum of each row's non-NaN values, added one after the other in column order: a NaN (a symbol
+    without a value, or absent from the frame) changes no bit of the sum."""
+    if x.shape[1] == 0:
+        return np.zeros(x.shape[0])
+    return np.add.accumulate(np.where(np.isnan(x), 0.0, x), axis=1)[:, -1]
+
+
+def _xs_mean(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, count) of each row's non-NaN values, as columns (date layout: a same-date cross-section)."""
+    n = (~np.isnan(x)).sum(axis=1, keepdims=True)
+    return _row_sum(x)[:, None] / n, n
+
+
+def _xs_rank(x: np.ndarray) -> np.ndarray:
+    """(rank - 1) / (n - 1) of each value among its row's n non-NaN values, ties averaged."""
+    n_cols = x.shape[1]
+    order = np.argsort(x, axis=1, kind="stable")  # NaN last
+    v = np.take_along_axis(x, order, axis=1)
+    col = np.arange(n_cols)
+    starts = np.ones(v.shape, dtype=bool)
+    starts[:, 1:] = v[:, 1:] != v[:, :-1]
+    ends = np.ones(v.shape, dtype=bool)
+    ends[:, :-1] = starts[:, 1:]
+    first = np.maximum.accumulate(np.where(starts, col, 0), axis=1)
+    last = np.minimum.accumulate(np.where(ends, col, n_cols)[:, ::-1], axis=1)[:, ::-1]
+    n = (~np.isnan(x)).sum(axis=1, keepdims=True)
+    out = np.empty(x.shape)
+    np.put_along_axis(out, order, (first + last) / 2.0 / (n - 1), axis=1)
+    out[np.isnan(x)] = np.nan
+    return out
+
+
+def _xs_z(x: np.ndarray) -> np.ndarray:
+    """(x - mean) / std (ddof=1) of each row's non-NaN values; NaN on zero dispersion."""
+    mean, n = _xs_mean(x)
+    dev = x - mean
+    std = np.sqrt(_row_sum(dev * dev)[:, None] / (n - 1))
+    return _div(dev, std, mean)
+
+
+def _universe_mean(c: _Cells) -> np.ndarray:
+    """Equal-weight mean return of the date over the symbols with a return, where the symbol has one."""
+    r = c.panel.by_date(c["_r"])
+    mean, _ = _xs_mean(r)
+    return c.panel.from_date(np.where(np.isnan(r), np.nan, mean))
+
+
+def _cross_section(op: Callable[[np.ndarray], np.ndarray], src: str) -> Callable[[_Cells], np.ndarray]:
+    """`op` over the same-date cross-section of the (cleaned) feature `src`."""
+    return lambda c: c.panel.from_date(op(c.panel.by_date(c.feature(src))))
+
+
+def _window(column: str, w: int, stat: Callable[[np.ndarray, int], np.ndarray] = window_mean) -> Callable:
+    return lambda c: stat(c[column], w)
+
+
+# Intermediate matrices read by the features (a helper may read other helpers), each computed once.
+_HELPERS: dict[str, Callable[[_Cells], np.ndarray]] = {
+    "_pc": lambda c: _lag(c["close"], 1),  # previous close of the symbol
+    "_r": lambda c: _finite(c["close"] / c["_pc"] - 1),  # daily simple return (NaN if not finite)
+    "_tr": lambda c: np.maximum(c["high"], c["_pc"]) - np.minimum(c["low"], c["_pc"]),  # true range
+    "_um": _universe_mean,
+    "_r_abs": lambda c: np.abs(c["_r"]),
+    "_vol_prev": lambda c: _lag(c["volume"], 1),
+    "_um2": lambda c: c["_um"] * c["_um"],
+    "_r_um": lambda c: c["_r"] * c["_um"],
+    # trailing windows (quantlab.features.windows)
+    "_sma20": _window("close", 20),
+    "_sma50": _window("close", 50),
+    "_sma200": _window("close", 200),
+    "_sd20": lambda c: np.sqrt(window_var(c["close"], 20)),
+    "_mr14": _window("_r", 14),  # mean return, 14 days
+    "_mr60": _window("_r", 60),
+    "_absr14": _window("_r_abs", 14),  # mean |return|, 14 days
+    "_sdr20": lambda c: np.sqrt(window_var(c["_r"], 20)),  # std of returns
+    "_sdr60": lambda c: np.sqrt(window_var(c["_r"], 60)),
+    "_mtr14": _window("_tr", 14),  # mean true range
+    "_mvol20": _window("_vol_prev", 20),  # mean volume of the previous 20 rows (today excluded)
+    "_mu60": _window("_um", 60),
+    "_muu60": _window("_um2", 60),
+    "_mru60": _window("_r_um", 60),
 }
-_WINDOWS = 3
 
 
-def _lag(e: pl.Expr, n: int) -> pl.Expr:
-    """`e` n rows earlier in the symbol: a plain shift, valid wherever `_n >= n` (the symbol has n earlier
-    rows); elsewhere it reads another symbol's row, which only ever lands in warm-up rows that _clean nulls
-    (a value using a lag n has a lookback > n)."""
-    return e.shift(n) if n else e
-
-
-def _ret(n: int, skip: int = 0) -> pl.Expr:
+def _ret(n: int, skip: int = 0) -> Callable[[_Cells], np.ndarray]:
     """close(t - skip) / close(t - n) - 1."""
-    return _lag(_C, skip) / _lag(_C, n) - 1
+    return lambda c: _lag(c["close"], skip) / _lag(c["close"], n) - 1
 
 
-def _vol(n: int) -> pl.Expr:
-    return pl.col(f"_sdr{n}") * ANNUALIZATION
-
-
-def _rsi14() -> pl.Expr:
+def _rsi14(c: _Cells) -> np.ndarray:
     # mean gain / (mean gain + mean loss), with gain + loss = |r| and gain - loss = r
-    return (50.0 * (1.0 + _div(pl.col("_mr14"), pl.col("_absr14")))).clip(0.0, 100.0)
+    return np.clip(50.0 * (1.0 + _div(c["_mr14"], c["_absr14"])), 0.0, 100.0)
 
 
-def _zscore20() -> pl.Expr:
-    sma = pl.col("_sma20")
-    return _div(_C - sma, pl.col("_sd20"), sma)
+def _zscore20(c: _Cells) -> np.ndarray:
+    sma = c["_sma20"]
+    return _div(c["close"] - sma, c["_sd20"], sma)
 
 
-def _beta60() -> pl.Expr:
-    mu, muu = pl.col("_mu60"), pl.col("_muu60")
-    cov = pl.col("_mru60") - pl.col("_mr60") * mu
-    return _div(cov, muu - mu**2, muu)  # the 1/(n-1) factors of cov and var cancel
-
-
-def _volume_ratio20() -> pl.Expr:
-    return pl.col("volume").cast(pl.Float64) / pl.col("_mvol20")
-
-
-def _xs_rank(src: str) -> pl.Expr:
-    x = pl.col(src)
-    return (x.rank("average").over(_DAY) - 1.0) / (x.count().over(_DAY) - 1.0)
-
-
-def _xs_z(src: str) -> pl.Expr:
-    x = pl.col(src)
-    mean = x.mean().over(_DAY)
-    return _div(x - mean, x.std(ddof=1).over(_DAY), mean)
+def _beta60(c: _Cells) -> np.ndarray:
+    mu, muu = c["_mu60"], c["_muu60"]
+    cov = c["_mru60"] - c["_mr60"] * mu
+    return _div(cov, muu - mu * mu, muu)  # the 1/(n-1) factors of cov and var cancel
 
 
 @dataclass(frozen=True)
 class _Impl:
     defn: FeatureDef
-    expr: Callable[[], pl.Expr]
-    helpers: tuple[str, ...] = ()  # helper columns read
-    needs: tuple[str, ...] = ()  # features read (derived stage, after the per-symbol one)
+    compute: Callable[[_Cells], np.ndarray]  # row-layout matrix, before cleaning
+    needs: tuple[str, ...] = ()  # features read (cleaned)
 
 
 def _ts(
     name: str,
     lookback: int,
     description: str,
-    expr: Callable[[], pl.Expr],
-    helpers: tuple[str, ...] = (),
+    compute: Callable[[_Cells], np.ndarray],
     kind: Literal["time_series", "cross_sectional"] = "time_series",
+    needs: tuple[str, ...] = (),
 ) -> _Impl:
-    return _Impl(FeatureDef(name, lookback, description, kind), expr, helpers)
+    return _Impl(FeatureDef(name, lookback, description, kind), compute=compute, needs=needs)
 
 
 def _xs(
-    name: str,
-    lookback: int,
-    description: str,
-    expr: Callable[[], pl.Expr],
-    needs: tuple[str, ...],
-    kind: Literal["time_series", "cross_sectional"] = "cross_sectional",
+    name: str, lookback: int, description: str, op: Callable[[np.ndarray], np.ndarray], src: str
 ) -> _Impl:
-    """A feature computed from other (cleaned) features after the per-symbol stage, rows in (date, symbol)
-    order: same-date cross-sections, or row-wise combinations (``kind="time_series"``)."""
-    return _Impl(FeatureDef(name, lookback, description, kind), expr, (), needs)
+    """A same-date cross-section of another (cleaned) feature."""
+    return _Impl(FeatureDef(name, lookback, description, "cross_sectional"), _cross_section(op, src), (src,))
 
 
 _IMPLS: tuple[_Impl, ...] = (
-    _ts("ret_1", 2, "1-day simple return of close", lambda: _R, ("_r",)),
-    _ts("ret_5", 6, "5-day simple return of close", lambda: _ret(5)),
-    _ts("mom_20", 21, "20-day simple return of close", lambda: _ret(20)),
-    _ts("mom_60", 61, "60-day simple return of close", lambda: _ret(60)),
-    _ts("mom_120", 121, "120-day simple return of close", lambda: _ret(120)),
+    _ts("ret_1", 2, "1-day simple return of close", lambda c: c["_r"]),
+    _ts("ret_5", 6, "5-day simple return of close", _ret(5)),
+    _ts("mom_20", 21, "20-day simple return of close", _ret(20)),
+    _ts("mom_60", 61, "60-day simple return of close", _ret(60)),
+    _ts("mom_120", 121, "120-day simple return of close", _ret(120)),
     _ts(
         "vol_20",
         21,
         "annualized (sqrt 252) sample std (ddof=1) of the last 20 daily returns",
-        lambda: _vol(20),
-        ("_sdr20",),
+        lambda c: c["_sdr20"] * ANNUALIZATION,
     ),
     _ts(
         "vol_60",
         61,
         "annualized (sqrt 252) sample std (ddof=1) of the last 60 daily returns",
-        lambda: _vol(60),
-        ("_sdr60",),
+        lambda c: c["_sdr60"] * ANNUALIZATION,
     ),
     _ts(
         "rsi_14",
@@ -243,28 +289,24 @@ _IMPLS: tuple[_Impl, ...] = (
         "(mean gain + mean loss) with simple averages (not Wilder's recursive smoothing, so it depends only "
         "on the window); null if all 14 returns are zero",
         _rsi14,
-        ("_mr14", "_absr14"),
     ),
     _ts(
         "atr_14",
         15,
         "mean true range (max(high, prev close) - min(low, prev close)) of the last 14 days divided by close",
-        lambda: pl.col("_mtr14") / _C,
-        ("_mtr14",),
+        lambda c: c["_mtr14"] / c["close"],
     ),
     _ts(
         "ma_gap_20",
         20,
         "close / 20-day simple moving average of close - 1",
-        lambda: _C / pl.col("_sma20") - 1,
-        ("_sma20",),
+        lambda c: c["close"] / c["_sma20"] - 1,
     ),
     _ts(
         "ma_gap_50",
         50,
         "close / 50-day simple moving average of close - 1",
-        lambda: _C / pl.col("_sma50") - 1,
-        ("_sma50",),
+        lambda c: c["close"] / c["_sma50"] - 1,
     ),
     _ts(
         "zscore_20",
@@ -272,33 +314,31 @@ _IMPLS: tuple[_Impl, ...] = (
         "(close - 20-day mean of close) / 20-day sample std of close (ddof=1), "
         "today included; null if the window is flat",
         _zscore20,
-        ("_sma20", "_sd20"),
     ),
     _ts(
         "volume_ratio_20",
         21,
         "volume / mean volume of the previous 20 days (today excluded, so a spike is "
         "measured against an uncontaminated baseline)",
-        _volume_ratio20,
-        ("_mvol20",),
+        lambda c: c["volume"] / c["_mvol20"],
     ),
-    _ts("gap_1", 2, "open / previous close - 1", lambda: _O / _PC - 1, ("_pc",)),
-    _ts("range_1", 1, "(high - low) / close", lambda: (_H - _L) / _C),
+    _ts("gap_1", 2, "open / previous close - 1", lambda c: c["open"] / c["_pc"] - 1),
+    _ts("range_1", 1, "(high - low) / close", lambda c: (c["high"] - c["low"]) / c["close"]),
     _xs(
         "xs_rank_mom_20",
         21,
         "percentile rank of mom_20 among symbols with a value that date, "
         "(rank - 1) / (n - 1) in [0, 1], ties averaged; null if fewer than 2 symbols",
-        lambda: _xs_rank("mom_20"),
-        ("mom_20",),
+        _xs_rank,
+        "mom_20",
     ),
     _xs(
         "xs_z_mom_20",
         21,
         "cross-sectional z-score of mom_20 that date (sample std, ddof=1); null if fewer "
         "than 2 symbols or zero dispersion",
-        lambda: _xs_z("mom_20"),
-        ("mom_20",),
+        _xs_z,
+        "mom_20",
     ),
     _ts(
         "beta_60",
@@ -306,49 +346,46 @@ _IMPLS: tuple[_Impl, ...] = (
         "beta of the last 60 daily returns to the equal-weight universe return of the same "
         "dates (mean return of the symbols in the frame with a return that date): rolling cov / var",
         _beta60,
-        ("_mr60", "_mu60", "_muu60", "_mru60"),
         kind="cross_sectional",
     ),
     # ---- added with the feature store (appended: the order of the names above is part of the table layout)
-    _ts("mom_252", 253, "252-day (12-month) simple return of close", lambda: _ret(252)),
+    _ts("mom_252", 253, "252-day (12-month) simple return of close", _ret(252)),
     _ts(
         "mom_12_1",
         253,
         "12-1 momentum: simple return of close from 252 days ago to 21 days ago, close(t-21) / close(t-252) "
         "- 1 (the classic skip-month momentum: the last month, prone to short-term reversal, is left out)",
-        lambda: _ret(252, skip=21),
+        _ret(252, skip=21),
     ),
     _ts(
         "ma_gap_200",
         200,
         "close / 200-day simple moving average of close - 1",
-        lambda: _C / pl.col("_sma200") - 1,
-        ("_sma200",),
+        lambda c: c["close"] / c["_sma200"] - 1,
     ),
-    _xs(
+    _ts(
         "vol_ratio_20_60",
         61,
         "vol_20 / vol_60: short- over long-window volatility (> 1 when volatility is rising); null if "
         "vol_60 is zero (a flat window)",
-        lambda: _div(pl.col("vol_20"), pl.col("vol_60")),
-        ("vol_20", "vol_60"),
-        kind="time_series",
+        lambda c: _div(c.feature("vol_20"), c.feature("vol_60")),
+        needs=("vol_20", "vol_60"),
     ),
     _xs(
         "xs_rank_mom_60",
         61,
         "percentile rank of mom_60 among symbols with a value that date, "
         "(rank - 1) / (n - 1) in [0, 1], ties averaged; null if fewer than 2 symbols",
-        lambda: _xs_rank("mom_60"),
-        ("mom_60",),
+        _xs_rank,
+        "mom_60",
     ),
     _xs(
         "xs_z_vol_20",
         21,
         "cross-sectional z-score of vol_20 that date (sample std, ddof=1); null if fewer than 2 symbols or "
         "zero dispersion",
-        lambda: _xs_z("vol_20"),
-        ("vol_20",),
+        _xs_z,
+        "vol_20",
     ),
 )
 _IMPL: dict[str, _Impl] = {i.defn.name: i for i in _IMPLS}
@@ -380,146 +417,11 @@ def feature_set_version(names: Sequence[str] = FEATURE_NAMES) -> str:
     return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()[:12]
 
 
-def _small_uint(n: int) -> type[np.unsignedinteger]:
-    """Narrowest unsigned dtype for values < n (16-bit keys get numpy's O(n) stable radix sort)."""
-    return np.uint16 if n <= 1 << 16 else np.uint32
-
-
-_INPUTS = ("open", "high", "low", "close", "volume")
-
-
-@dataclass(frozen=True)
-class Panel:
-    """Bars validated and ordered once, to be shared by `compute_features` and `compute_labels`.
-
-    `frame` holds the value columns in (symbol, date) order with `_sid` (lexicographic symbol code, sorted),
-    `_di` (days since the first date), `_n` (the row's index among its symbol's rows) and `_rem` (rows of
-    the symbol after it); `back` reorders rows to (date, symbol) order (None: already in it).
-    """
-
-    frame: pl.DataFrame
-    symbols: pl.Series
-    first_day: int
-    back: np.ndarray | None
-    columns: tuple[str, ...]
-
-    def keys(self, sid: pl.Series | np.ndarray, di: pl.Series | np.ndarray) -> list[pl.Series]:
-        """The `date` and `symbol` columns for the given codes (`_sid`, `_di` values)."""
-        sid, di = (x.to_numpy() if isinstance(x, pl.Series) else x for x in (sid, di))
-        date = pl.Series("date", di.astype(np.int32) + np.int32(self.first_day), pl.Int32).cast(pl.Date)
-        return [date, self.symbols.gather(pl.Series(sid.astype(np.uint32))).alias("symbol")]
-
-    def require(self, columns: Sequence[str]) -> None:
-        missing = [c for c in columns if c not in self.columns]
-        if missing:
-            raise ValueError(f"panel lacks columns {missing} (prepare_panel(ohlcv, columns=...))")
-
-
-def prepare_panel(ohlcv: pl.DataFrame, columns: Sequence[str] = _INPUTS) -> Panel:
-    """Validate, cast and order the input by (symbol, date), once for several computations.
-
-    Input already in (symbol, date) or (date, symbol) order takes a fast path; otherwise two stable radix
-    argsorts on small integer codes (much faster than a String/Date sort). Only the numeric `columns` move;
-    keys are rebuilt from the codes at the end. Raises ValueError for missing columns, null keys or duplicate
-    (symbol, date) rows.
-    """
-    columns = tuple(dict.fromkeys(columns))
-    missing = [c for c in ("symbol", "date", *columns) if c not in ohlcv.columns]
-    if missing:
-        raise ValueError(f"ohlcv frame lacks columns {missing}")
-    symbol, date = ohlcv.get_column("symbol").cast(pl.String), ohlcv.get_column("date").cast(pl.Date)
-    if symbol.null_count() or date.null_count():
-        raise ValueError("ohlcv has null symbol or date")
-    values = ohlcv.select(pl.col(c).cast(pl.Int64 if c == "volume" else pl.Float64) for c in columns)
-    syms = symbol.unique().sort()
-    if ohlcv.height == 0:
-        empty = values.with_columns(
-            pl.Series(_SID, [], pl.UInt32),
-            *[pl.Series(c, [], pl.Int32) for c in (_DAY, "_n", "_rem")],
-        )
-        return Panel(empty, syms, 0, None, columns)
-    code = symbol.cast(pl.Enum(syms)).to_physical().to_numpy().astype(_small_uint(len(syms)))
-    day = date.cast(pl.Int32).to_numpy()
-    first_day = int(day.min())
-    day = (day - first_day).astype(_small_uint(int(day.max()) - first_day + 1))
-
-    def strictly_ordered(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
-        d1, d2 = np.diff(major.astype(np.int32)), np.diff(minor.astype(np.int32))
-        return (d1 > 0) | ((d1 == 0) & (d2 > 0))
-
-    back: np.ndarray | None = None
-    if strictly_ordered(code, day).all():  # already (symbol, date)
-        if len(syms) > 1:
-            back = np.argsort(day, kind="stable")
-    elif strictly_ordered(day, code).all():  # already (date, symbol), the usual layout: one radix pass
-        perm = np.argsort(code, kind="stable")
-        code, day, values = code[perm], day[perm], values[perm]
-        back = np.empty_like(perm)
-        back[perm] = np.arange(perm.size, dtype=perm.dtype)  # inverse permutation: the input order
-    else:
-        perm = np.argsort(day, kind="stable")
-        perm = perm[np.argsort(code[perm], kind="stable")]
-        code, day, values = code[perm], day[perm], values[perm]
-        bad = np.flatnonzero(~strictly_ordered(code, day))
-        if bad.size:
-            rows = [
-                (syms[int(code[i])], _EPOCH + dt.timedelta(days=first_day + int(day[i]))) for i in bad[:5]
-            ]
-            raise ValueError(f"ohlcv has duplicate (symbol, date) rows, e.g. {rows}")
-        back = np.argsort(day, kind="stable")
-    # row index within the symbol and rows left after it, from the group boundaries of the sorted codes
-    rows = np.arange(code.size, dtype=np.int32)
-    starts = np.flatnonzero(np.concatenate([[True], code[1:] != code[:-1]]))
-    sizes = np.diff(np.append(starts, code.size))
-    first = np.repeat(starts.astype(np.int32), sizes)
-    frame = values.with_columns(
-        pl.Series(_SID, code.astype(np.uint32)).set_sorted(),
-        pl.Series(_DAY, day.astype(np.int32)),
-        pl.Series("_n", rows - first),
-        pl.Series("_rem", first + np.repeat(sizes.astype(np.int32), sizes) - 1 - rows),
-    )
-    return Panel(frame, syms, first_day, back, columns)
-
-
 def _as_panel(ohlcv: pl.DataFrame | Panel, columns: Sequence[str]) -> Panel:
     if isinstance(ohlcv, Panel):
         ohlcv.require(columns)
         return ohlcv
     return prepare_panel(ohlcv, columns)
-
-
-def _needed(names: tuple[str, ...]) -> tuple[list[str], list[str], list[str]]:
-    """(per-symbol-stage features, derived-stage features, intermediate columns) to compute."""
-    xs = [n for n in names if _IMPL[n].needs]
-    ts = [n for n in names if not _IMPL[n].needs]
-    ts += [d for d in dict.fromkeys(d for n in xs for d in _IMPL[n].needs) if d not in ts]
-    helpers: set[str] = set()
-    todo = [h for n in ts for h in _IMPL[n].helpers]
-    while todo:
-        h = todo.pop()
-        if h not in helpers:
-            helpers.add(h)
-            todo.extend(_HELPERS[h][2])
-    return ts, xs, sorted(helpers, key=list(_HELPERS).index)
-
-
-def _clean(name: str, nan: bool) -> pl.Expr:
-    """Null (NaN with `nan`) during warm-up and wherever the value is not finite."""
-    col = pl.col(name)
-    warm = pl.col("_n") >= FEATURES[name].lookback - 1
-    return pl.when(warm & col.is_finite()).then(col).otherwise(float("nan") if nan else None).alias(name)
-
-
-def _stage(df: pl.DataFrame, names: Sequence[str], nan: bool = False) -> pl.DataFrame:
-    """Compute the features `names` from the columns of `df`, then apply the warm-up and finite policy.
-
-    With `nan`, a missing value is NaN instead of null (a feature is never NaN, so it is unambiguous): a
-    column without a validity mask is gathered several times faster (see compute_features).
-    """
-    if not names:
-        return df
-    df = df.with_columns(*[_IMPL[n].expr().cast(pl.Float64).alias(n) for n in names])
-    return df.with_columns(*[_clean(n, nan) for n in names])
 
 
 def compute_features(ohlcv: pl.DataFrame | Panel, names: Sequence[str] = FEATURE_NAMES) -> pl.DataFrame:
@@ -530,25 +432,13 @@ def compute_features(ohlcv: pl.DataFrame | Panel, names: Sequence[str] = FEATURE
     names, missing columns, null keys or duplicate (symbol, date) rows.
     """
     names = _resolve(names)
-    panel = _as_panel(ohlcv, _INPUTS)
-    ts, xs, helpers = _needed(names)
-    # rows in (symbol, date) order: whole-frame helpers (row-wise, or the same-date universe return), then
-    # every per-symbol window in one group_by over the sorted symbol code (groups come out in row order)
-    df = panel.frame
-    for stage in range(_WINDOWS):
-        exprs = [_HELPERS[h][1]().alias(h) for h in helpers if _HELPERS[h][0] == stage]
-        if exprs:
-            df = df.with_columns(*exprs)
-    windows = [h for h in helpers if _HELPERS[h][0] == _WINDOWS]
-    if windows:
-        agg = df.group_by(_SID, maintain_order=True).agg(*[_HELPERS[h][1]().alias(h) for h in windows])
-        df = df.hstack(agg.explode(windows).select(windows))
-    # the features, NaN for missing: columns without a validity mask gather several times faster
-    df = _stage(df, ts, nan=True).select(_SID, _DAY, "_n", *ts)
-    # to (date, symbol) order for the derived stage, where `.over(_DAY)` windows are slices
-    if panel.back is not None:
-        df = df[panel.back]
-    df = df.with_columns(pl.col(ts).fill_nan(None))
-    if xs:
-        df = _stage(df.with_columns(pl.col(_DAY).set_sorted()), xs)
-    return pl.DataFrame([*panel.keys(df.get_column(_SID), df.get_column(_DAY)), *df.select(names)])
+    panel = _as_panel(ohlcv, INPUTS)
+    cells = _Cells(panel)
+    with np.errstate(all="ignore"):
+        out = {name: panel.bars(cells.feature(name)) for name in names}
+    return pl.DataFrame(
+        [
+            *panel.keys(),
+            *[pl.Series(n, out[n], pl.Float64, nan_to_null=True) for n in names],
+        ]
+    )
