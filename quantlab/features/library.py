@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -45,6 +46,7 @@ import numpy as np
 import polars as pl
 
 from quantlab.features.panel import INPUTS, Panel, prepare_panel
+from quantlab.features.parallel import by_slices
 from quantlab.features.windows import window_mean, window_var
 from quantlab.metrics import PERIODS_PER_YEAR
 
@@ -105,25 +107,43 @@ def _div(num: np.ndarray, den: np.ndarray, scale: np.ndarray | float = 1.0) -> n
 
 class _Cells:
     """The matrices of one computation, each computed once on first use: the panel's inputs, the helpers
-    (`_HELPERS`) and the cleaned features (warm-up and non-finite values NaN)."""
+    (`_HELPERS`) and the cleaned features (warm-up and non-finite values NaN). A feature may read only the
+    inputs, the helpers it declares (and what they read) and the features it `needs`; `release` frees a
+    matrix nothing left to compute reads."""
 
     def __init__(self, panel: Panel) -> None:
         self.panel = panel
         self._cache: dict[str, np.ndarray] = {}
+        self._reads: list[tuple[frozenset[str], tuple[str, ...]]] = []  # (helpers, features) allowed
 
     def __getitem__(self, name: str) -> np.ndarray:
+        if name in self.panel.values:
+            return self.panel.values[name]
+        if self._reads and name not in self._reads[-1][0]:
+            raise KeyError(f"helper {name} is read but not declared")
         if name not in self._cache:
-            self._cache[name] = _HELPERS[name](self) if name in _HELPERS else self.panel.values[name]
+            self._cache[name] = _HELPERS[name][0](self)
         return self._cache[name]
 
     def feature(self, name: str) -> np.ndarray:
         key = f"feature:{name}"
+        if self._reads and name not in self._reads[-1][1]:
+            raise KeyError(f"feature {name} is read but not in `needs`")
         if key not in self._cache:
-            x = _IMPL[name].compute(self)
-            if any(x is m for m in self._cache.values()):  # a helper as it is (ret_1): clean a copy
-                x = x.copy()
+            impl = _IMPL[name]
+            self._reads.append((_closure(impl.helpers), impl.needs))
+            try:
+                x = impl.compute(self)
+            finally:
+                self._reads.pop()
+            if any(x is m for m in (*self._cache.values(), *self.panel.values.values())):
+                x = x.copy()  # a helper or an input as it is (ret_1): clean a copy
             self._cache[key] = _clean(x, FEATURES[name].lookback)
         return self._cache[key]
+
+    def release(self, helpers: Sequence[str] = (), features: Sequence[str] = ()) -> None:
+        for key in (*helpers, *(f"feature:{f}" for f in features)):
+            self._cache.pop(key, None)
 
 
 def _clean(x: np.ndarray, lookback: int) -> np.ndarray:
@@ -182,40 +202,52 @@ def _universe_mean(c: _Cells) -> np.ndarray:
 
 
 def _cross_section(op: Callable[[np.ndarray], np.ndarray], src: str) -> Callable[[_Cells], np.ndarray]:
-    """`op` over the same-date cross-section of the (cleaned) feature `src`."""
-    return lambda c: c.panel.from_date(op(c.panel.by_date(c.feature(src))))
+    """`op` over the same-date cross-sections (rows of the date layout) of the (cleaned) feature `src`."""
+    return lambda c: c.panel.from_date(by_slices(op, c.panel.by_date(c.feature(src)), axis=0))
 
 
-def _window(column: str, w: int, stat: Callable[[np.ndarray, int], np.ndarray] = window_mean) -> Callable:
-    return lambda c: stat(c[column], w)
-
-
-# Intermediate matrices read by the features (a helper may read other helpers), each computed once.
-_HELPERS: dict[str, Callable[[_Cells], np.ndarray]] = {
-    "_pc": lambda c: _lag(c["close"], 1),  # previous close of the symbol
-    "_r": lambda c: _finite(c["close"] / c["_pc"] - 1),  # daily simple return (NaN if not finite)
-    "_tr": lambda c: np.maximum(c["high"], c["_pc"]) - np.minimum(c["low"], c["_pc"]),  # true range
-    "_um": _universe_mean,
-    "_r_abs": lambda c: np.abs(c["_r"]),
-    "_vol_prev": lambda c: _lag(c["volume"], 1),
-    "_um2": lambda c: c["_um"] * c["_um"],
-    "_r_um": lambda c: c["_r"] * c["_um"],
+# Intermediate matrices read by the features: name -> (computation, the helpers it reads). Declared reads
+# are enforced (`_Cells`), so a computation can free a helper as soon as nothing left to compute reads it.
+_HELPERS: dict[str, tuple[Callable[[_Cells], np.ndarray], tuple[str, ...]]] = {
+    "_pc": (lambda c: _lag(c["close"], 1), ()),  # previous close of the symbol
+    "_r": (lambda c: _finite(c["close"] / c["_pc"] - 1), ("_pc",)),  # daily simple return, NaN if not finite
+    "_tr": (
+        lambda c: np.maximum(c["high"], c["_pc"]) - np.minimum(c["low"], c["_pc"]),
+        ("_pc",),
+    ),  # true range
+    "_um": (_universe_mean, ("_r",)),
+    "_r_abs": (lambda c: np.abs(c["_r"]), ("_r",)),
+    "_vol_prev": (lambda c: _lag(c["volume"], 1), ()),
+    "_um2": (lambda c: c["_um"] * c["_um"], ("_um",)),
+    "_r_um": (lambda c: c["_r"] * c["_um"], ("_r", "_um")),
     # trailing windows (quantlab.features.windows)
-    "_sma20": _window("close", 20),
-    "_sma50": _window("close", 50),
-    "_sma200": _window("close", 200),
-    "_sd20": lambda c: np.sqrt(window_var(c["close"], 20)),
-    "_mr14": _window("_r", 14),  # mean return, 14 days
-    "_mr60": _window("_r", 60),
-    "_absr14": _window("_r_abs", 14),  # mean |return|, 14 days
-    "_sdr20": lambda c: np.sqrt(window_var(c["_r"], 20)),  # std of returns
-    "_sdr60": lambda c: np.sqrt(window_var(c["_r"], 60)),
-    "_mtr14": _window("_tr", 14),  # mean true range
-    "_mvol20": _window("_vol_prev", 20),  # mean volume of the previous 20 rows (today excluded)
-    "_mu60": _window("_um", 60),
-    "_muu60": _window("_um2", 60),
-    "_mru60": _window("_r_um", 60),
+    "_sma20": (lambda c: window_mean(c["close"], 20), ()),
+    "_sma50": (lambda c: window_mean(c["close"], 50), ()),
+    "_sma200": (lambda c: window_mean(c["close"], 200), ()),
+    "_sd20": (lambda c: np.sqrt(window_var(c["close"], 20)), ()),
+    "_mr14": (lambda c: window_mean(c["_r"], 14), ("_r",)),  # mean return, 14 days
+    "_mr60": (lambda c: window_mean(c["_r"], 60), ("_r",)),
+    "_absr14": (lambda c: window_mean(c["_r_abs"], 14), ("_r_abs",)),  # mean |return|, 14 days
+    "_sdr20": (lambda c: np.sqrt(window_var(c["_r"], 20)), ("_r",)),  # std of returns
+    "_sdr60": (lambda c: np.sqrt(window_var(c["_r"], 60)), ("_r",)),
+    "_mtr14": (lambda c: window_mean(c["_tr"], 14), ("_tr",)),  # mean true range
+    "_mvol20": (lambda c: window_mean(c["_vol_prev"], 20), ("_vol_prev",)),  # previous 20 rows' mean volume
+    "_mu60": (lambda c: window_mean(c["_um"], 60), ("_um",)),
+    "_muu60": (lambda c: window_mean(c["_um2"], 60), ("_um2",)),
+    "_mru60": (lambda c: window_mean(c["_r_um"], 60), ("_r_um",)),
 }
+
+
+def _closure(helpers: Sequence[str]) -> frozenset[str]:
+    """The helpers and every helper they read, transitively."""
+    seen: set[str] = set()
+    todo = list(helpers)
+    while todo:
+        h = todo.pop()
+        if h not in seen:
+            seen.add(h)
+            todo.extend(_HELPERS[h][1])
+    return frozenset(seen)
 
 
 def _ret(n: int, skip: int = 0) -> Callable[[_Cells], np.ndarray]:
@@ -243,6 +275,7 @@ def _beta60(c: _Cells) -> np.ndarray:
 class _Impl:
     defn: FeatureDef
     compute: Callable[[_Cells], np.ndarray]  # row-layout matrix, before cleaning
+    helpers: tuple[str, ...] = ()  # helpers read
     needs: tuple[str, ...] = ()  # features read (cleaned)
 
 
@@ -251,21 +284,23 @@ def _ts(
     lookback: int,
     description: str,
     compute: Callable[[_Cells], np.ndarray],
+    helpers: tuple[str, ...] = (),
     kind: Literal["time_series", "cross_sectional"] = "time_series",
     needs: tuple[str, ...] = (),
 ) -> _Impl:
-    return _Impl(FeatureDef(name, lookback, description, kind), compute=compute, needs=needs)
+    return _Impl(FeatureDef(name, lookback, description, kind), compute, helpers, needs)
 
 
 def _xs(
     name: str, lookback: int, description: str, op: Callable[[np.ndarray], np.ndarray], src: str
 ) -> _Impl:
     """A same-date cross-section of another (cleaned) feature."""
-    return _Impl(FeatureDef(name, lookback, description, "cross_sectional"), _cross_section(op, src), (src,))
+    defn = FeatureDef(name, lookback, description, "cross_sectional")
+    return _Impl(defn, _cross_section(op, src), needs=(src,))
 
 
 _IMPLS: tuple[_Impl, ...] = (
-    _ts("ret_1", 2, "1-day simple return of close", lambda c: c["_r"]),
+    _ts("ret_1", 2, "1-day simple return of close", lambda c: c["_r"], ("_r",)),
     _ts("ret_5", 6, "5-day simple return of close", _ret(5)),
     _ts("mom_20", 21, "20-day simple return of close", _ret(20)),
     _ts("mom_60", 61, "60-day simple return of close", _ret(60)),
@@ -275,12 +310,14 @@ _IMPLS: tuple[_Impl, ...] = (
         21,
         "annualized (sqrt 252) sample std (ddof=1) of the last 20 daily returns",
         lambda c: c["_sdr20"] * ANNUALIZATION,
+        ("_sdr20",),
     ),
     _ts(
         "vol_60",
         61,
         "annualized (sqrt 252) sample std (ddof=1) of the last 60 daily returns",
         lambda c: c["_sdr60"] * ANNUALIZATION,
+        ("_sdr60",),
     ),
     _ts(
         "rsi_14",
@@ -289,24 +326,28 @@ _IMPLS: tuple[_Impl, ...] = (
         "(mean gain + mean loss) with simple averages (not Wilder's recursive smoothing, so it depends only "
         "on the window); null if all 14 returns are zero",
         _rsi14,
+        ("_mr14", "_absr14"),
     ),
     _ts(
         "atr_14",
         15,
         "mean true range (max(high, prev close) - min(low, prev close)) of the last 14 days divided by close",
         lambda c: c["_mtr14"] / c["close"],
+        ("_mtr14",),
     ),
     _ts(
         "ma_gap_20",
         20,
         "close / 20-day simple moving average of close - 1",
         lambda c: c["close"] / c["_sma20"] - 1,
+        ("_sma20",),
     ),
     _ts(
         "ma_gap_50",
         50,
         "close / 50-day simple moving average of close - 1",
         lambda c: c["close"] / c["_sma50"] - 1,
+        ("_sma50",),
     ),
     _ts(
         "zscore_20",
@@ -314,6 +355,7 @@ _IMPLS: tuple[_Impl, ...] = (
         "(close - 20-day mean of close) / 20-day sample std of close (ddof=1), "
         "today included; null if the window is flat",
         _zscore20,
+        ("_sma20", "_sd20"),
     ),
     _ts(
         "volume_ratio_20",
@@ -321,8 +363,9 @@ _IMPLS: tuple[_Impl, ...] = (
         "volume / mean volume of the previous 20 days (today excluded, so a spike is "
         "measured against an uncontaminated baseline)",
         lambda c: c["volume"] / c["_mvol20"],
+        ("_mvol20",),
     ),
-    _ts("gap_1", 2, "open / previous close - 1", lambda c: c["open"] / c["_pc"] - 1),
+    _ts("gap_1", 2, "open / previous close - 1", lambda c: c["open"] / c["_pc"] - 1, ("_pc",)),
     _ts("range_1", 1, "(high - low) / close", lambda c: (c["high"] - c["low"]) / c["close"]),
     _xs(
         "xs_rank_mom_20",
@@ -346,6 +389,7 @@ _IMPLS: tuple[_Impl, ...] = (
         "beta of the last 60 daily returns to the equal-weight universe return of the same "
         "dates (mean return of the symbols in the frame with a return that date): rolling cov / var",
         _beta60,
+        ("_mr60", "_mu60", "_muu60", "_mru60"),
         kind="cross_sectional",
     ),
     # ---- added with the feature store (appended: the order of the names above is part of the table layout)
@@ -362,6 +406,7 @@ _IMPLS: tuple[_Impl, ...] = (
         200,
         "close / 200-day simple moving average of close - 1",
         lambda c: c["close"] / c["_sma200"] - 1,
+        ("_sma200",),
     ),
     _ts(
         "vol_ratio_20_60",
@@ -433,12 +478,19 @@ def compute_features(ohlcv: pl.DataFrame | Panel, names: Sequence[str] = FEATURE
     """
     names = _resolve(names)
     panel = _as_panel(ohlcv, INPUTS)
+    # each feature after the features it needs; a matrix is freed once nothing left reads it (the matrices
+    # of a large panel are large, and fresh memory is slow to fault in)
+    plan = list(dict.fromkeys(f for n in names for f in (*_IMPL[n].needs, n)))
+    reads = {f: (_closure(_IMPL[f].helpers), _IMPL[f].needs) for f in plan}
+    left = Counter(x for f in plan for x in (*reads[f][0], *reads[f][1]))
     cells = _Cells(panel)
+    columns: dict[str, pl.Series] = {}
     with np.errstate(all="ignore"):
-        out = {name: panel.bars(cells.feature(name)) for name in names}
-    return pl.DataFrame(
-        [
-            *panel.keys(),
-            *[pl.Series(n, out[n], pl.Float64, nan_to_null=True) for n in names],
-        ]
-    )
+        for f in plan:
+            matrix = cells.feature(f)
+            if f in names:
+                columns[f] = pl.Series(f, panel.bars(matrix), pl.Float64, nan_to_null=True)
+            helpers, needs = reads[f]
+            left.subtract((*helpers, *needs))
+            cells.release([h for h in helpers if not left[h]], [x for x in (f, *needs) if not left[x]])
+    return pl.DataFrame([*panel.keys(), *[columns[n] for n in names]])

@@ -12,12 +12,17 @@ So a value depends only on its window's values and on the row's place in its blo
 count): the data after it never enters (no look-ahead, bit for bit), a NaN affects exactly the windows
 that hold it, no rounding error carries over from earlier history (as an incremental sum's would), and
 a flat window has exactly its value as mean and exactly 0 as variance. The running sums loop over the w
-offsets of a block, each step vectorized over all blocks and columns.
+offsets of a block, each step vectorized over all blocks and columns; a large matrix is computed in column
+slices in threads (`quantlab.features.parallel`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+
+from quantlab.features.parallel import by_slices
 
 __all__ = ["window_mean", "window_var"]
 
@@ -59,27 +64,36 @@ def _running(x: np.ndarray, w: int, square: bool) -> tuple[np.ndarray, list[np.n
     return ref, bufs
 
 
-def window_mean(x: np.ndarray, w: int) -> np.ndarray:
-    """Mean of the last `w` rows (current included) for every row of `x` (n, k); NaN on the first w - 1
-    rows and wherever the window holds a NaN."""
+def _mean(x: np.ndarray, w: int) -> np.ndarray:
     n, k = x.shape
-    if n < w:
-        return np.full(x.shape, np.nan)
     ref, (s,) = _running(x, w, square=False)
     s /= w
     s[w - 1 :].reshape(-1, w, k)[:] += ref[:, None, :]  # the reference of the window's first block
     return s[:n]
 
 
-def window_var(x: np.ndarray, w: int) -> np.ndarray:
-    """Sample variance (ddof=1) of the last `w` rows, like `window_mean`; exactly 0 on a flat window."""
-    n = x.shape[0]
-    if n < w:
-        return np.full(x.shape, np.nan)
+def _var(x: np.ndarray, w: int) -> np.ndarray:
     _, (s, q) = _running(x, w, square=True)
     s *= s
     s /= w
     q -= s
     q /= w - 1
     np.maximum(q, 0.0, out=q, where=~np.isnan(q))
-    return q[:n]
+    return q[: x.shape[0]]
+
+
+def _window(f: Callable[[np.ndarray, int], np.ndarray], x: np.ndarray, w: int) -> np.ndarray:
+    if x.shape[0] < w:
+        return np.full(x.shape, np.nan)
+    return by_slices(lambda part: f(part, w), x, axis=1)  # columns are independent
+
+
+def window_mean(x: np.ndarray, w: int) -> np.ndarray:
+    """Mean of the last `w` rows (current included) for every row of `x` (n, k); NaN on the first w - 1
+    rows and wherever the window holds a NaN."""
+    return _window(_mean, x, w)
+
+
+def window_var(x: np.ndarray, w: int) -> np.ndarray:
+    """Sample variance (ddof=1) of the last `w` rows, like `window_mean`; exactly 0 on a flat window."""
+    return _window(_var, x, w)
