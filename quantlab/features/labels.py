@@ -118,24 +118,23 @@ def compute_labels(ohlcv: pl.DataFrame | Panel, names: Sequence[str] = LABEL_NAM
                 r = panel.by_date(ret[h])
                 mean, _ = _xs_mean(r)
                 known_at = np.fmax.reduce(panel.by_date(np.where(np.isnan(ret[h]), np.nan, asof[h])), axis=1)
-                columns[n] = (
-                    panel.from_date(r - mean),
-                    panel.from_date(np.where(np.isnan(r), np.nan, known_at[:, None])),
-                )
-    # long rows in (date, symbol, label) order: the (bars, labels) matrices of values and as-of days, raveled
-    # row-major; keep the known values
-    k = len(names)
-    values = np.column_stack([panel.bars(columns[n][0]) for n in names]).ravel()
-    known = np.flatnonzero(~np.isnan(values))
-    row, li = np.divmod(known, k)
+                at = np.broadcast_to(np.nan_to_num(known_at, nan=-1).astype(np.int32)[:, None], r.shape)
+                columns[n] = (panel.from_date(r - mean), panel.from_date(at, fill=-1))
+    # long rows in (date, symbol, label) order: the known cells of the (bars, labels) matrices, row-major
+    values = np.empty((panel.bar_day.size, len(names)))
+    days = np.empty((panel.bar_day.size, len(names)), dtype=np.int32)
+    for i, n in enumerate(names):
+        values[:, i] = panel.bars(columns[n][0])
+        days[:, i] = panel.bars(columns[n][1])
+    known = ~np.isnan(values)
+    row, li = np.nonzero(known)
     li = pl.Series(li.astype(np.uint32))
-    known_day = np.column_stack([panel.bars(columns[n][1]) for n in names]).ravel()[known].astype(np.int64)
     return pl.DataFrame(
         [
             *panel.keys(row),
             pl.Series("label", names, pl.String).gather(li),
             pl.Series("horizon", [LABELS[n].horizon for n in names], pl.Int32).gather(li),
-            pl.Series("asof_date", panel.days[known_day], pl.Int32).cast(pl.Date),
+            pl.Series("asof_date", panel.days[days[known]], pl.Int32).cast(pl.Date),
             pl.Series("value", values[known]),
         ]
     )

@@ -83,11 +83,11 @@ class Panel:
         out.reshape(-1)[self.date_cells] = matrix.reshape(-1)[self.cells]
         return out
 
-    def from_date(self, matrix: np.ndarray) -> np.ndarray:
-        """A date-layout matrix back in row layout."""
+    def from_date(self, matrix: np.ndarray, fill: float | int = np.nan) -> np.ndarray:
+        """A date-layout matrix back in row layout (`fill` below each symbol's last bar)."""
         if self.cells is None:
             return matrix
-        out = np.full(self.shape, np.nan)
+        out = np.full(self.shape, fill, dtype=matrix.dtype)
         out.reshape(-1)[self.cells] = matrix.reshape(-1)[self.date_cells]
         return out
 
