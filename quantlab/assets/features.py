@@ -21,9 +21,10 @@ PROFILE_FILE = "feature_profile.md"
 def run_features(warehouse: Warehouse, start: dt.date, end: dt.date, run_dir: Path | None = None) -> StageRun:
     """Features for [start, end], computed over every bar up to `end`.
 
-    Rolling statistics are updated incrementally, so their last bits depend on where the computation
-    starts; starting at the beginning of the stored history makes a value at t identical whichever range
-    or day it is computed in (a ranged run equals day-by-day runs exactly). Only bars up to t enter it.
+    A window's sums are split at blocks counted from the symbol's first bar (quantlab.features.windows), so
+    their last bits depend on where the computation starts; starting at the beginning of the stored history
+    makes a value at t identical whichever range or day it is computed in (a ranged run equals day-by-day
+    runs exactly). Only bars up to t enter it.
 
     With `run_dir`, also writes `reports/feature_profile.md` there: the profile of the rows written
     (quantlab.features.profile: missing rates, moments, first valid dates, drift, correlation clusters).
