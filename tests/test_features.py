@@ -29,7 +29,7 @@ from quantlab.features.library import (
     feature_set_version,
     prepare_panel,
 )
-from quantlab.features.windows import window_mean, window_var
+from quantlab.features.windows import window_mean, window_std, window_var
 
 SQRT252 = math.sqrt(252.0)
 
@@ -393,6 +393,7 @@ def test_window_mean_and_var_against_the_definition(w: int) -> None:
     x[3 * w : 4 * w + 5, 1] = 42.5  # a flat stretch longer than a window
     x[rng.integers(0, n, 4), rng.integers(0, k, 4)] = np.nan
     mean, var = window_mean(x, w), window_var(x, w)
+    assert np.array_equal(window_std(x, w), np.sqrt(var), equal_nan=True)
     views = np.lib.stride_tricks.sliding_window_view(x, w, axis=0)  # (n - w + 1, k, w)
     with np.errstate(invalid="ignore"):
         want_mean, want_var = views.mean(axis=2), views.var(axis=2, ddof=1)

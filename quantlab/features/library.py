@@ -47,7 +47,7 @@ import polars as pl
 
 from quantlab.features.panel import INPUTS, Panel, prepare_panel
 from quantlab.features.parallel import by_slices
-from quantlab.features.windows import window_mean, window_var
+from quantlab.features.windows import window_mean, window_std
 from quantlab.metrics import PERIODS_PER_YEAR
 
 __all__ = [
@@ -102,7 +102,9 @@ def _finite(x: np.ndarray) -> np.ndarray:
 def _div(num: np.ndarray, den: np.ndarray, scale: np.ndarray | float = 1.0) -> np.ndarray:
     """num / den, NaN where |den| <= _EPS * |scale|: a dispersion or mean absolute return that is zero up to
     rounding (a near-flat window) must give null, not a huge ratio."""
-    return np.where(np.abs(den) > _EPS * np.abs(scale), num / den, np.nan)
+    out = num / den
+    np.copyto(out, np.nan, where=np.abs(den) <= _EPS * np.abs(scale))  # broadcasts like num / den
+    return out
 
 
 class _Cells:
@@ -224,12 +226,12 @@ _HELPERS: dict[str, tuple[Callable[[_Cells], np.ndarray], tuple[str, ...]]] = {
     "_sma20": (lambda c: window_mean(c["close"], 20), ()),
     "_sma50": (lambda c: window_mean(c["close"], 50), ()),
     "_sma200": (lambda c: window_mean(c["close"], 200), ()),
-    "_sd20": (lambda c: np.sqrt(window_var(c["close"], 20)), ()),
+    "_sd20": (lambda c: window_std(c["close"], 20), ()),
     "_mr14": (lambda c: window_mean(c["_r"], 14), ("_r",)),  # mean return, 14 days
     "_mr60": (lambda c: window_mean(c["_r"], 60), ("_r",)),
     "_absr14": (lambda c: window_mean(c["_r_abs"], 14), ("_r_abs",)),  # mean |return|, 14 days
-    "_sdr20": (lambda c: np.sqrt(window_var(c["_r"], 20)), ("_r",)),  # std of returns
-    "_sdr60": (lambda c: np.sqrt(window_var(c["_r"], 60)), ("_r",)),
+    "_sdr20": (lambda c: window_std(c["_r"], 20), ("_r",)),  # std of returns
+    "_sdr60": (lambda c: window_std(c["_r"], 60), ("_r",)),
     "_mtr14": (lambda c: window_mean(c["_tr"], 14), ("_tr",)),  # mean true range
     "_mvol20": (lambda c: window_mean(c["_vol_prev"], 20), ("_vol_prev",)),  # previous 20 rows' mean volume
     "_mu60": (lambda c: window_mean(c["_um"], 60), ("_um",)),

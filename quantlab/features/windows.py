@@ -27,7 +27,7 @@ import numpy as np
 
 from quantlab.features.parallel import by_slices
 
-__all__ = ["window_mean", "window_var"]
+__all__ = ["window_mean", "window_std", "window_var"]
 
 
 def _running(x: np.ndarray, w: int, centered: bool) -> list[np.ndarray]:
@@ -86,8 +86,13 @@ def _var(x: np.ndarray, w: int) -> np.ndarray:
     s /= w
     q -= s
     q /= w - 1
-    np.maximum(q, 0.0, out=q, where=~np.isnan(q))
+    np.maximum(q, 0.0, out=q)  # NaN stays NaN
     return q[: x.shape[0]]
+
+
+def _std(x: np.ndarray, w: int) -> np.ndarray:
+    v = _var(x, w)
+    return np.sqrt(v, out=v)
 
 
 def _window(f: Callable[[np.ndarray, int], np.ndarray], x: np.ndarray, w: int) -> np.ndarray:
@@ -105,3 +110,8 @@ def window_mean(x: np.ndarray, w: int) -> np.ndarray:
 def window_var(x: np.ndarray, w: int) -> np.ndarray:
     """Sample variance (ddof=1) of the last `w` rows, like `window_mean`; exactly 0 on a flat window."""
     return _window(_var, x, w)
+
+
+def window_std(x: np.ndarray, w: int) -> np.ndarray:
+    """Sample standard deviation (ddof=1) of the last `w` rows, the root of `window_var`."""
+    return _window(_std, x, w)
