@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 
@@ -411,6 +412,20 @@ def test_window_mean_and_var_against_the_definition(w: int) -> None:
             assert np.array_equal(f(changed, w)[: t + 1], f(x, w)[: t + 1], equal_nan=True)
             assert np.array_equal(f(x[: t + 1], w), f(x, w)[: t + 1], equal_nan=True)
     assert np.isnan(window_mean(x[: w - 1], w)).all() and window_var(x[:0], w).shape == (0, k)
+
+
+def test_undeclared_reads_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A feature reads only the helpers it declares and the features it needs (so that a computation can
+    free a matrix once nothing left declares it)."""
+    df = make_ohlcv(seed=2, n_symbols=2, n_days=40)
+    ret_5 = library._IMPL["ret_5"]
+    monkeypatch.setitem(library._IMPL, "ret_5", dataclasses.replace(ret_5, compute=lambda c: c["_r"]))
+    with pytest.raises(KeyError, match="helper _r is read but not declared"):
+        compute_features(df, ["ret_5"])
+    sneaky = dataclasses.replace(ret_5, compute=lambda c: c.feature("mom_20"))
+    monkeypatch.setitem(library._IMPL, "ret_5", sneaky)
+    with pytest.raises(KeyError, match="feature mom_20 is read but not in `needs`"):
+        compute_features(df, ["ret_5"])
 
 
 def test_full_panel_fast_path_equals_the_general_path() -> None:
