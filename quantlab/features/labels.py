@@ -127,8 +127,10 @@ def compute_labels(ohlcv: pl.DataFrame | Panel, names: Sequence[str] = LABEL_NAM
         values[:, i] = panel.bars(columns[n][0])
         days[:, i] = panel.bars(columns[n][1])
     known = ~np.isnan(values)
-    row, li = np.nonzero(known)
-    li = pl.Series(li.astype(np.uint32))
+    k = len(names)
+    # bar and label index of each long row, in small dtypes (these vectors are long)
+    row = np.repeat(np.arange(values.shape[0], dtype=np.int32), known.sum(axis=1))
+    li = pl.Series(np.tile(np.arange(k, dtype=np.uint8), values.shape[0])[known.reshape(-1)])
     return pl.DataFrame(
         [
             *panel.keys(row),
