@@ -86,7 +86,11 @@ def features(
 def run_labels(warehouse: Warehouse, start: dt.date, end: dt.date) -> StageRun:
     """Labels that become known in [start, end] (decision date + horizon), from the bars they span."""
     bars = warehouse.read_table("ohlcv", shift_sessions(start, -(MAX_HORIZON + 1)), end)
-    out = compute_labels(bars).filter(pl.col("asof_date").is_between(start, end))
+    out = (
+        compute_labels(bars)
+        .filter(pl.col("asof_date").is_between(start, end))
+        .with_columns(pl.col("label").cast(pl.String))
+    )
     n = write(warehouse, "labels", out, start, end)
     summary = (
         out.group_by("label").agg(pl.len().alias("rows"), pl.col("value").mean().alias("mean")).sort("label")

@@ -56,10 +56,12 @@ LABELS: dict[str, LabelDef] = {
 LABEL_NAMES: tuple[str, ...] = tuple(LABELS)
 MAX_HORIZON: int = max(d.horizon for d in LABELS.values())
 
+#: The output of `compute_labels`; `label` is an Enum of LABEL_NAMES (one byte per row: the frame is long),
+#: the `labels` table stores it as a string.
 LONG_SCHEMA: dict[str, pl.DataType] = {
     "date": pl.Date(),
     "symbol": pl.String(),
-    "label": pl.String(),
+    "label": pl.Enum(LABEL_NAMES),
     "horizon": pl.Int32(),
     "asof_date": pl.Date(),
     "value": pl.Float64(),
@@ -134,7 +136,7 @@ def compute_labels(ohlcv: pl.DataFrame | Panel, names: Sequence[str] = LABEL_NAM
     return pl.DataFrame(
         [
             *panel.keys(row),
-            pl.Series("label", names, pl.String).gather(li),
+            pl.Series("label", names, LONG_SCHEMA["label"]).gather(li),
             pl.Series("horizon", [LABELS[n].horizon for n in names], pl.Int32).gather(li),
             pl.Series("asof_date", panel.days[days[known]], pl.Int32).cast(pl.Date),
             pl.Series("value", values[known]),

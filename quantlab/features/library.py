@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ import numpy as np
 import polars as pl
 
 from quantlab.features.panel import INPUTS, Panel, prepare_panel
-from quantlab.features.parallel import by_slices
+from quantlab.features.parallel import by_slices, tasks
 from quantlab.features.windows import window_mean, window_std
 from quantlab.metrics import PERIODS_PER_YEAR
 
@@ -109,43 +110,61 @@ def _div(num: np.ndarray, den: np.ndarray, scale: np.ndarray | float = 1.0) -> n
 
 class _Cells:
     """The matrices of one computation, each computed once on first use: the panel's inputs, the helpers
-    (`_HELPERS`) and the cleaned features (warm-up and non-finite values NaN). A feature may read only the
-    inputs, the helpers it declares (and what they read) and the features it `needs`; `release` frees a
-    matrix nothing left to compute reads."""
+    (`_HELPERS`) and the cleaned features (warm-up and non-finite values NaN). Thread-safe: a matrix two
+    threads want is computed by one while the other waits (the reads form a DAG, so locks never cycle). A
+    feature may read only the inputs, the helpers it declares (and what they read) and the features it
+    `needs`; `release` frees a matrix nothing left to compute reads."""
 
     def __init__(self, panel: Panel) -> None:
         self.panel = panel
         self._cache: dict[str, np.ndarray] = {}
-        self._reads: list[tuple[frozenset[str], tuple[str, ...]]] = []  # (helpers, features) allowed
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._thread = threading.local()  # .reads: stack of (helpers, features) allowed to this thread
+
+    def _get(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        value = self._cache.get(key)
+        if value is None:
+            with self._guard:
+                lock = self._locks.setdefault(key, threading.Lock())
+            with lock:
+                value = self._cache.get(key)
+                if value is None:
+                    value = self._cache[key] = compute()
+        return value
+
+    def _allowed(self) -> tuple[frozenset[str], tuple[str, ...]] | None:
+        reads = getattr(self._thread, "reads", None)
+        return reads[-1] if reads else None
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name in self.panel.values:
             return self.panel.values[name]
-        if self._reads and name not in self._reads[-1][0]:
+        allowed = self._allowed()
+        if allowed is not None and name not in allowed[0]:
             raise KeyError(f"helper {name} is read but not declared")
-        if name not in self._cache:
-            self._cache[name] = _HELPERS[name][0](self)
-        return self._cache[name]
+        return self._get(name, lambda: _HELPERS[name][0](self))
 
     def feature(self, name: str) -> np.ndarray:
-        key = f"feature:{name}"
-        if self._reads and name not in self._reads[-1][1]:
+        allowed = self._allowed()
+        if allowed is not None and name not in allowed[1]:
             raise KeyError(f"feature {name} is read but not in `needs`")
-        if key not in self._cache:
+
+        def compute() -> np.ndarray:
             impl = _IMPL[name]
-            self._reads.append((_closure(impl.helpers), impl.needs))
+            reads = self._thread.__dict__.setdefault("reads", [])
+            reads.append((_closure(impl.helpers), impl.needs))
             try:
-                x = impl.compute(self)
+                return _clean(impl.compute(self), FEATURES[name].lookback)
             finally:
-                self._reads.pop()
-            if any(x is m for m in (*self._cache.values(), *self.panel.values.values())):
-                x = x.copy()  # a helper or an input as it is (ret_1): clean a copy
-            self._cache[key] = _clean(x, FEATURES[name].lookback)
-        return self._cache[key]
+                reads.pop()
+
+        return self._get(f"feature:{name}", compute)
 
     def release(self, helpers: Sequence[str] = (), features: Sequence[str] = ()) -> None:
-        for key in (*helpers, *(f"feature:{f}" for f in features)):
-            self._cache.pop(key, None)
+        with self._guard:
+            for key in (*helpers, *(f"feature:{f}" for f in features)):
+                self._cache.pop(key, None)
 
 
 def _clean(x: np.ndarray, lookback: int) -> np.ndarray:
@@ -276,7 +295,7 @@ def _beta60(c: _Cells) -> np.ndarray:
 @dataclass(frozen=True)
 class _Impl:
     defn: FeatureDef
-    compute: Callable[[_Cells], np.ndarray]  # row-layout matrix, before cleaning
+    compute: Callable[[_Cells], np.ndarray]  # a new row-layout matrix (cleaned in place)
     helpers: tuple[str, ...] = ()  # helpers read
     needs: tuple[str, ...] = ()  # features read (cleaned)
 
@@ -302,7 +321,7 @@ def _xs(
 
 
 _IMPLS: tuple[_Impl, ...] = (
-    _ts("ret_1", 2, "1-day simple return of close", lambda c: c["_r"], ("_r",)),
+    _ts("ret_1", 2, "1-day simple return of close", lambda c: c["_r"].copy(), ("_r",)),
     _ts("ret_5", 6, "5-day simple return of close", _ret(5)),
     _ts("mom_20", 21, "20-day simple return of close", _ret(20)),
     _ts("mom_60", 61, "60-day simple return of close", _ret(60)),
@@ -486,13 +505,19 @@ def compute_features(ohlcv: pl.DataFrame | Panel, names: Sequence[str] = FEATURE
     reads = {f: (_closure(_IMPL[f].helpers), _IMPL[f].needs) for f in plan}
     left = Counter(x for f in plan for x in (*reads[f][0], *reads[f][1]))
     cells = _Cells(panel)
-    columns: dict[str, pl.Series] = {}
-    with np.errstate(all="ignore"):
-        for f in plan:
-            matrix = cells.feature(f)
-            if f in names:
-                columns[f] = pl.Series(f, panel.bars(matrix), pl.Float64, nan_to_null=True)
-            helpers, needs = reads[f]
+    guard = threading.Lock()
+
+    def run(f: str) -> pl.Series | None:
+        column = (
+            pl.Series(f, panel.bars(cells.feature(f)), pl.Float64, nan_to_null=True) if f in names else None
+        )
+        helpers, needs = reads[f]
+        with guard:
             left.subtract((*helpers, *needs))
-            cells.release([h for h in helpers if not left[h]], [x for x in (f, *needs) if not left[x]])
+            done = [h for h in helpers if not left[h]], [x for x in (f, *needs) if not left[x]]
+        cells.release(*done)
+        return column
+
+    with np.errstate(all="ignore"):
+        columns = dict(zip(plan, tasks(run, plan), strict=True))
     return pl.DataFrame([*panel.keys(), *[columns[n] for n in names]])
