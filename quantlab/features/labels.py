@@ -17,6 +17,7 @@ import polars as pl
 
 from quantlab.features.library import FEATURE_NAMES, _as_panel, _finite, _xs_mean
 from quantlab.features.panel import Panel
+from quantlab.features.parallel import tasks
 
 __all__ = [
     "LABELS",
@@ -122,17 +123,30 @@ def compute_labels(ohlcv: pl.DataFrame | Panel, names: Sequence[str] = LABEL_NAM
                 known_at = np.fmax.reduce(panel.by_date(np.where(np.isnan(ret[h]), np.nan, asof[h])), axis=1)
                 at = np.broadcast_to(np.nan_to_num(known_at, nan=-1).astype(np.int32)[:, None], r.shape)
                 columns[n] = (panel.from_date(r - mean), panel.from_date(at, fill=-1))
-    # long rows in (date, symbol, label) order: the known cells of the (bars, labels) matrices, row-major
-    values = np.empty((panel.bar_day.size, len(names)))
-    days = np.empty((panel.bar_day.size, len(names)), dtype=np.int32)
+    # long rows in (date, symbol, label) order, built in chunks of bars (in threads; small buffers are
+    # reused, large ones are fresh memory every time)
+    n_bars = panel.bar_day.size
+    spans = [(lo, min(lo + _CHUNK, n_bars)) for lo in range(0, n_bars, _CHUNK)]
+    frames = tasks(lambda span: _long_rows(panel, names, columns, *span), spans)
+    return pl.concat(frames, rechunk=False) if len(frames) > 1 else frames[0]
+
+
+_CHUNK = 1 << 20  # bars per chunk of long rows
+
+
+def _long_rows(
+    panel: Panel, names: tuple[str, ...], columns: dict[str, tuple[np.ndarray, np.ndarray]], lo: int, hi: int
+) -> pl.DataFrame:
+    """The long rows of bars [lo, hi): the known cells of their (bars, labels) matrices, row-major."""
+    values = np.empty((hi - lo, len(names)))
+    days = np.empty((hi - lo, len(names)), dtype=np.int32)
     for i, n in enumerate(names):
-        values[:, i] = panel.bars(columns[n][0])
-        days[:, i] = panel.bars(columns[n][1])
+        values[:, i] = panel.bars(columns[n][0], lo, hi)
+        days[:, i] = panel.bars(columns[n][1], lo, hi)
     known = ~np.isnan(values)
-    k = len(names)
-    # bar and label index of each long row, in small dtypes (these vectors are long)
-    row = np.repeat(np.arange(values.shape[0], dtype=np.int32), known.sum(axis=1))
-    li = pl.Series(np.tile(np.arange(k, dtype=np.uint8), values.shape[0])[known.reshape(-1)])
+    # bar and label index of each long row, in small dtypes
+    row = np.repeat(np.arange(lo, hi, dtype=np.int32), known.sum(axis=1))
+    li = pl.Series(np.tile(np.arange(len(names), dtype=np.uint8), hi - lo)[known.reshape(-1)])
     return pl.DataFrame(
         [
             *panel.keys(row),

@@ -61,10 +61,10 @@ class Panel:
             self.symbols.gather(pl.Series(sid, dtype=pl.UInt32)).alias("symbol"),
         ]
 
-    def bars(self, matrix: np.ndarray) -> np.ndarray:
-        """A row-layout matrix as a vector in bars order."""
+    def bars(self, matrix: np.ndarray, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """A row-layout matrix as a vector in bars order (bars lo .. hi - 1 of it)."""
         flat = matrix.reshape(-1)
-        return flat if self.cells is None else flat[self.cells]
+        return flat[lo:hi] if self.cells is None else flat[self.cells[lo:hi]]
 
     def matrix(self, values: np.ndarray, fill: float | int = np.nan) -> np.ndarray:
         """A vector in bars order as a row-layout matrix (`fill` below each symbol's last bar)."""
