@@ -21,7 +21,9 @@ strategy-level flags so a reader sees why a name was cut; every triggered rule i
 
 Implementation: rows become integer codes sorted by (strategy, date, symbol); each rule is a segment
 reduction per (strategy, date) in numpy with per-strategy limits, text is formatted only for the rules
-that fired, and rule 9 is one loop over the dates on (strategies x symbols) arrays.
+that fired. Rule 9 measures every date against the previous target book at once, on dense (date,
+strategy, symbol) blocks; only the strategies whose held book differs from their target after a hit step
+date by date (see `_turnover`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ DUST = 1e-4  # a name a partial move leaves under 1 bp that the target no longer
 RULES = tuple(RiskLimits.model_fields)
 _ACTIONS = ("flag", "scale", "reject")
 _SCALE, _REJECT = 1, 2  # indices in _ACTIONS
+_BLOCK = 1 << 20  # elements of a dense (date, strategy, symbol) block of the turnover rule
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,22 @@ def _scale(name: str, b: _Book, scale_g: np.ndarray, lim_g: np.ndarray, m_g: np.
     # max_drawdown cannot be scaled away: scale acts as flag
 
 
+def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The indices of the ranges [lo, hi), concatenated."""
+    cnt = hi - lo
+    return np.repeat(lo - np.cumsum(cnt) + cnt, cnt) + np.arange(cnt.sum())
+
+
+def _group_of(b: _Book, s: np.ndarray, d: np.ndarray, n_dates: int) -> np.ndarray:
+    """The group of each (strategy, date) pair, -1 where it has no rows."""
+    group_key = b.g_s * n_dates + b.g_d  # ascending: rows are sorted by (strategy, date)
+    key = s * n_dates + d
+    if not len(group_key):
+        return np.full(len(key), -1)
+    g = np.minimum(np.searchsorted(group_key, key), len(group_key) - 1)
+    return np.where(group_key[g] == key, g, -1)
+
+
 def _turnover(
     b: _Book,
     rejected: np.ndarray,
@@ -131,77 +150,117 @@ def _turnover(
     pres_d: np.ndarray,
     per: list[RiskLimits],
     n_dates: int,
-    n_syms: int,
     held: np.ndarray,
 ) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
     """Rule 9 in date order. Updates `b.w` (and `rejected`, per group); returns the hits (strategy,
-    date, measured) and the extra rows (strategy, date, symbol, weight) a partial move keeps."""
+    date, measured) and the extra rows (strategy, date, symbol, weight) a partial move keeps.
+
+    While a strategy holds its target books, its turnover is measured against its previous target book
+    (the "chain"): that is computed for every date at once, on dense (date, strategy, symbol) blocks.
+    Only a `scale` or `reject` hit makes the held book differ from the target; from there the strategies
+    in such an episode step one date at a time (all of them at once) until a date within the limit.
+    """
     limit, action = _rule_arrays("max_turnover", per)
     has = action >= 0
-    n_s = len(per)
-    empty = np.zeros(0, dtype=np.int64)
     keep = has[pres_s]
     pres_s, pres_d = pres_s[keep], pres_d[keep]
+    n_s, n_n = held.shape
     days_on = np.unique(pres_d)
+    n_k = len(days_on)
     k_of = np.searchsorted(days_on, pres_d)
-    present = np.zeros((len(days_on), n_s), dtype=bool)
+    present = np.zeros((n_k, n_s), dtype=bool)
     present[k_of, pres_s] = True
-    rej = np.zeros((len(days_on), n_s), dtype=bool)
+    same = np.r_[False, pres_s[1:] == pres_s[:-1]]  # presents are sorted by (strategy, date)
+    prev_k = np.full((n_k, n_s), -1)  # the strategy's previous target date
+    prev_k[k_of, pres_s] = np.where(same, np.r_[-1, k_of[:-1]], -1)
+    ok = np.ones((n_k, n_s), dtype=bool)  # not rejected by an earlier rule
     g_on = has[b.g_s] & rejected
-    rej[np.searchsorted(days_on, b.g_d[g_on]), b.g_s[g_on]] = True
-    rows = np.flatnonzero(has[b.s])
-    rows = rows[np.argsort(b.d[rows], kind="stable")]
-    r_ptr = np.searchsorted(b.d[rows], np.r_[days_on, n_dates])
-    r_s, r_n = b.s[rows], b.n[rows]
-    r_val = np.where(rejected[b.grp[rows]], 0.0, b.w[rows])
-    new_w = r_val.copy()
+    ok[np.searchsorted(days_on, b.g_d[g_on]), b.g_s[g_on]] = False
+    # target rows of the strategies with the rule (a rejected date's target book is cash), by block position
+    rows = np.flatnonzero(has[b.s] & ~rejected[b.grp])
+    r_k = np.searchsorted(days_on, b.g_d)[b.grp[rows]]
+    r_key = b.s[rows] * n_k + r_k  # ascending
+    r_flat = (r_k * n_s + b.s[rows]) * n_n + b.n[rows]
+    r_w = b.w[rows]
     lim = np.where(has, limit, np.inf)
-    scale_s, reject_s = action == _SCALE, action == _REJECT
-    hit_s, hit_d, hit_to, extra = [], [], [], []
-    for k in range(len(days_on)):
-        lo, hi = r_ptr[k], r_ptr[k + 1]
-        rs, rn = r_s[lo:hi], r_n[lo:hi]
-        cand = held.copy()
-        cand[present[k]] = 0.0
-        cand[rs, rn] = r_val[lo:hi]
-        diff = cand - held
-        to = np.abs(diff).sum(axis=1)
-        hit = present[k] & ~rej[k] & (to > lim + _EPS)
-        if hit.any():
-            hs = np.flatnonzero(hit)
-            hit_s.append(hs)
-            hit_d.append(np.full(hs.size, days_on[k]))
-            hit_to.append(to[hs])
-            sc = hs[scale_s[hs]]
-            if sc.size:  # move part of the way; names the target dropped stay unless under DUST
-                moved = held[sc] + diff[sc] * (lim[sc] / to[sc])[:, None]
-                dropped = diff[sc] == -held[sc]
-                moved[dropped & (np.abs(moved) < DUST)] = 0.0
-                cand[sc] = moved
-                si, ni = np.nonzero(dropped & (moved != 0))
-                if si.size:
-                    extra.append((sc[si], np.full(si.size, days_on[k]), ni, moved[si, ni]))
-            cand[hs[reject_s[hs]]] = 0.0
-            new_w[lo:hi] = cand[rs, rn]
-        held = cand  # absent strategies keep their book (their row of cand is the held one)
-    b.w[rows] = np.where(rejected[b.grp[rows]], b.w[rows], new_w)
-    hits = (
-        (np.concatenate(hit_s), np.concatenate(hit_d), np.concatenate(hit_to))
-        if hit_s
-        else (empty, empty, np.zeros(0))
-    )
-    rejects = reject_s[hits[0]]
-    if rejects.any():  # a turnover rejection rejects its (strategy, date) group
-        key = hits[0][rejects] * n_dates + hits[1][rejects]
-        group_key = b.g_s * n_dates + b.g_d  # ascending: rows are sorted by (strategy, date)
-        g = np.minimum(np.searchsorted(group_key, key), len(group_key) - 1)
-        rejected[g[group_key[g] == key]] = True
+    lim_eps = lim + _EPS
+    scale_s, reject_s, stepped = action == _SCALE, action == _REJECT, action >= _SCALE
+    any_reject = bool(reject_s.any())
+    g_end = np.r_[b.starts[1:], len(b.s)]
+    block = max(1, _BLOCK // max(n_s * n_n, 1))
+    last = held.copy()  # each strategy's target book on its last date before the block
+    book = np.zeros((n_s, n_n))  # the held book of the strategies in an episode
+    episode = np.zeros(n_s, dtype=bool)
+    empty = np.zeros(0, dtype=np.int64)
+    hit_s, hit_k, hit_to, extra = [empty], [empty], [np.zeros(0)], []
+    for k0 in range(0, n_k, block):
+        k1 = min(k0 + block, n_k)
+        n_j = k1 - k0
+        dense = np.zeros((n_j + 1, n_s, n_n))  # [0]: `last`; [1 + j]: the target books of date k0 + j
+        dense[0] = last
+        sel = _ranges(*np.searchsorted(r_key, np.arange(n_s) * n_k + np.array([[k0], [k1]])))
+        dense.reshape(-1)[r_flat[sel] - (k0 - 1) * n_s * n_n] = r_w[sel]
+        pres, ok_b = present[k0:k1], ok[k0:k1]
+        src = np.maximum(prev_k[k0:k1] - k0 + 1, 0)  # the row of `dense` with the previous target book
+        to = np.abs(dense[1:] - dense[:-1]).sum(axis=2)
+        gj, gs = np.nonzero(pres & (src != np.arange(n_j)[:, None]))  # a previous target date further back
+        to[gj, gs] = np.abs(dense[gj + 1, gs] - dense[src[gj, gs], gs]).sum(axis=1)
+        chain_hit = pres & ok_b & (to > lim_eps)
+        fj, fs = np.nonzero(chain_hit & ~stepped)  # a flag changes nothing: its hits are the chain's
+        hit_s.append(fs)
+        hit_k.append(fj + k0)
+        hit_to.append(to[fj, fs])
+        starts = chain_hit & stepped
+        start_any = starts.any(axis=1)
+        steps, step_j = [], []
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for j in range(n_j):
+                if not (start_any[j] or episode.any()):
+                    continue
+                items = np.flatnonzero(pres[j] & (episode | starts[j]))
+                if start_any[j]:
+                    new = items[~episode[items]]
+                    book[new] = dense[src[j, new], new]
+                h = book[items]
+                diff = dense[j + 1, items] - h
+                t = np.abs(diff).sum(axis=1)
+                hit = (t > lim_eps[items]) & ok_b[j, items]
+                moved = h + diff * (lim[items] / t)[:, None]  # scale: part of the way
+                dropped = diff == -h  # names the target dropped stay unless under DUST
+                np.putmask(moved, dropped & (np.abs(moved) < DUST), 0.0)
+                book[items] = moved  # what a strategy leaving its episode keeps is not read again
+                if any_reject:
+                    book[items[hit & reject_s[items]]] = 0.0  # a rejection holds cash
+                episode[items] = hit
+                steps.append((items, t, hit, moved, dropped))
+                step_j.append(j)
+        if steps:
+            it, t, hit, moved, dropped = (np.concatenate(c) for c in zip(*steps, strict=True))
+            kk = np.repeat(np.array(step_j) + k0, [len(x[0]) for x in steps])
+            hit_s.append(it[hit])
+            hit_k.append(kk[hit])
+            hit_to.append(t[hit])
+            sc = hit & scale_s[it]
+            ms, md, moved, dropped = it[sc], days_on[kk[sc]], moved[sc], dropped[sc]
+            g = _group_of(b, ms, md, n_dates)  # the moved books' rows take their weights
+            on = np.flatnonzero(g >= 0)
+            at = _ranges(b.starts[g[on]], g_end[g[on]])
+            b.w[at] = moved[np.repeat(on, g_end[g[on]] - b.starts[g[on]]), b.n[at]]
+            mi, ni = np.nonzero(dropped & (moved != 0))  # the names the target dropped: extra rows
+            extra.append((ms[mi], md[mi], ni, moved[mi, ni]))
+        covered = pres.any(axis=0)
+        last_j = n_j - np.argmax(pres[::-1], axis=0)  # the row of `dense` with its last target book
+        last[covered] = dense[last_j[covered], np.flatnonzero(covered)]
+    hs, hd, ht = np.concatenate(hit_s), days_on[np.concatenate(hit_k)], np.concatenate(hit_to)
+    rejects = action[hs] == _REJECT
+    g = _group_of(b, hs[rejects], hd[rejects], n_dates)  # a turnover rejection rejects its group
+    rejected[g[g >= 0]] = True
     cols = (
         tuple(np.concatenate(c) for c in zip(*extra, strict=True))
         if extra
         else (empty, empty, empty, np.zeros(0))
     )
-    return hits, cols
+    return (hs, hd, ht), cols
 
 
 def _codes(values: pl.Series, keys: list) -> np.ndarray:
@@ -311,7 +370,7 @@ def supervise(
         held[_codes(prev.get_column("strategy"), ids), _codes(prev.get_column("symbol"), syms)] = (
             prev.get_column("approved_weight").to_numpy()
         )
-    hits, extra = _turnover(b, rejected, pres_key // n_days, pres_key % n_days, per, n_days, len(syms), held)
+    hits, extra = _turnover(b, rejected, pres_key // n_days, pres_key % n_days, per, n_days, held)
     return _assemble(b, rejected, audit_parts, hits, extra, ids, syms, first_day, per)
 
 
