@@ -385,140 +385,123 @@ def _assemble(
     first_day: int,
     per: list[RiskLimits],
 ) -> Supervision:
-    """Approvals and audit frames from the arrays (codes back to strings, flags and reasons)."""
+    """Approvals and audit frames from the arrays: codes back to strings, and the text (reason and flags)
+    formatted once per trigger and per (date, strategy), then gathered onto the rows."""
     t_limit, t_action = _rule_arrays("max_turnover", per)
     ts, td, t_to = hits
-    parts = [
-        pl.DataFrame(
-            {
-                "s": b.g_s[p["g"]],
-                "d": b.g_d[p["g"]],
-                "rank": p["rank"],
-                "action": p["action"],
-                "limit": p["limit"],
-                "measured": p["measured"],
-                "below": p["below"],
-            },
-            schema_overrides={
-                "s": pl.Int64,
-                "d": pl.Int64,
-                "rank": pl.Int64,
-                "action": pl.Int64,
-                "below": pl.Int64,
-            },
-        )
-        for p in audit_parts
-    ]
-    parts.append(
-        pl.DataFrame(
-            {
-                "s": ts,
-                "d": td,
-                "rank": np.full(len(ts), len(RULES) - 1),
-                "action": t_action[ts],
-                "limit": t_limit[ts],
-                "measured": t_to,
-                "below": np.zeros(len(ts), dtype=np.int64),
-            },
-            schema={
-                "s": pl.Int64,
-                "d": pl.Int64,
-                "rank": pl.Int64,
-                "action": pl.Int64,
-                "limit": pl.Float64,
-                "measured": pl.Float64,
-                "below": pl.Int64,
-            },
-        )
-    )
-    audit = pl.concat(parts).sort(
-        pl.col("d") * (len(RULES) * len(ids)) + pl.col("s") * len(RULES) + pl.col("rank")
-    )
-    limit_text = {v: f"{v:g}" for v in audit.get_column("limit").unique().to_list()}
-    head = pl.format(
-        "{}[{}]",
-        pl.col("rank").replace_strict(list(range(len(RULES))), list(RULES), return_dtype=pl.String),
-        pl.col("action").replace_strict([0, 1, 2], list(_ACTIONS), return_dtype=pl.String),
-    )
-    lim = pl.col("limit").replace_strict(limit_text, return_dtype=pl.String)
-    audit = audit.with_columns(
-        reason=pl.when(pl.col("rank") == RULES.index("min_score"))
-        .then(pl.format("{}: {} names below {} (lowest {})", head, "below", lim, pl.col("measured").round(4)))
-        .otherwise(pl.format("{}: {} > {}", head, pl.col("measured").round(4), lim))
-    )
     n_s, n_n = len(ids), len(syms)
-    # flags per (date, strategy): the reasons of its triggers in rule order (most groups have one)
-    audit = audit.with_columns(gk=pl.col("d") * n_s + pl.col("s"))
-    gk = audit.get_column("gk").to_numpy()
-    first = np.r_[True, gk[1:] != gk[:-1]] if len(gk) else np.zeros(0, dtype=bool)
-    single = first & np.r_[first[1:], True] if len(gk) else first
-    multi = (
-        audit.filter(pl.Series(~single))
-        .group_by("gk", maintain_order=True)
-        .agg(pl.col("reason").str.join("; ").alias("risk_flags"))
+    cols = {
+        "s": [b.g_s[p["g"]] for p in audit_parts] + [ts],
+        "d": [b.g_d[p["g"]] for p in audit_parts] + [td],
+        "rank": [p["rank"] for p in audit_parts] + [np.full(len(ts), len(RULES) - 1)],
+        "action": [p["action"] for p in audit_parts] + [t_action[ts]],
+        "limit": [p["limit"] for p in audit_parts] + [t_limit[ts]],
+        "measured": [p["measured"] for p in audit_parts] + [t_to],
+        "below": [p["below"] for p in audit_parts] + [np.zeros(len(ts), dtype=np.int64)],
+    }
+    arr = {k: np.concatenate(v) for k, v in cols.items()}
+    gk = arr["d"] * n_s + arr["s"]  # (date, strategy) of each trigger
+    by = np.argsort(gk * len(RULES) + arr["rank"])  # unique: a rule triggers once per (date, strategy)
+    arr = {k: v[by].astype(np.float64 if k in ("limit", "measured") else np.int64) for k, v in arr.items()}
+    gk = gk[by]
+    # each trigger's reason: the text around its measure, built once per (rule, action, limit)
+    lims, lim_i = np.unique(arr["limit"], return_inverse=True)
+    combos, code = np.unique(
+        (arr["rank"] * len(_ACTIONS) + arr["action"]) * len(lims) + lim_i, return_inverse=True
     )
-    flags = pl.concat([audit.filter(pl.Series(single)).select("gk", risk_flags="reason"), multi]).sort("gk")
-    group_gk = b.g_d * n_s + b.g_s
-    by_gk = np.argsort(group_gk)
-    flag_gk = flags.get_column("gk").to_numpy()
-    at = np.minimum(np.searchsorted(group_gk, flag_gk, sorter=by_gk), max(len(by_gk) - 1, 0))
-    flag_rejected = (
-        rejected[by_gk[at]] & (group_gk[by_gk[at]] == flag_gk)
-        if len(by_gk)
-        else np.zeros(len(flag_gk), dtype=bool)
-    )
-    flags = flags.with_columns(
-        reason=pl.when(pl.Series(flag_rejected))
-        .then(pl.format("rejected: {}", "risk_flags"))
-        .otherwise(pl.format("approved with adjustments: {}", "risk_flags"))
-    )
+    rank_c, rest = np.divmod(combos, len(_ACTIONS) * len(lims))
+    head, around = [], []
+    for r, a, v in zip(
+        rank_c.tolist(), (rest // len(lims)).tolist(), lims[rest % len(lims)].tolist(), strict=True
+    ):
+        head.append(f"{RULES[r]}[{_ACTIONS[a]}]: ")
+        around.append(f" names below {v:g} (lowest " if RULES[r] == "min_score" else f" > {v:g}")
+    is_min = pl.Series(arr["rank"] == RULES.index("min_score"))
+    measured = pl.Series(arr["measured"]).round(4).cast(pl.String)
+    reason = pl.select(
+        pl.concat_str(
+            pl.Series(head, dtype=pl.String).gather(code),
+            pl.when(is_min).then(pl.Series(arr["below"]).cast(pl.String)).otherwise(measured),
+            pl.Series(around, dtype=pl.String).gather(code),
+            pl.when(is_min).then(pl.concat_str(measured, pl.lit(")"))).otherwise(pl.lit("")),
+        )
+    ).to_series()
+    # flags per (date, strategy): the reasons of its triggers in rule order, joined by "; "
+    first = np.flatnonzero(np.r_[True, gk[1:] != gk[:-1]]) if len(gk) else np.zeros(0, dtype=np.int64)
+    cnt = np.diff(np.r_[first, len(gk)])
+    flag_gk = gk[first]
+    flags = reason.gather(first)
+    multi = np.flatnonzero(cnt > 1)
+    if multi.size:
+        m_first, m_cnt = first[multi], cnt[multi]
+        none = pl.Series([None], dtype=pl.String)
+        parts = [
+            reason.gather(m_first + np.minimum(i, m_cnt - 1)).zip_with(pl.Series(m_cnt > i), none)
+            for i in range(int(m_cnt.max()))
+        ]
+        flags.scatter(multi, pl.select(pl.concat_str(parts, separator="; ", ignore_nulls=True)).to_series())
+    # approval rows in (date, strategy, symbol) order: the groups reordered, the extra rows merged in
     xs, xd, xn, xw = extra
-    s_all = np.concatenate([b.s, xs])
-    d_all = np.concatenate([b.d, xd])
-    n_all = np.concatenate([b.n, xn])
-    rej_all = np.concatenate([rejected[b.grp], np.zeros(len(xw), dtype=bool)])
-    w_all = np.concatenate([b.w, xw])
-    order = np.argsort((d_all * n_s + s_all) * n_n + n_all, kind="stable")
-    s_all, d_all, n_all, rej_all = s_all[order], d_all[order], n_all[order], rej_all[order]
+    g_out = np.argsort(b.g_d * n_s + b.g_s)
+    g_end = np.r_[b.starts[1:], len(b.s)]
+    rows = _ranges(b.starts[g_out], g_end[g_out])
+    if len(xw):
+        key = (b.d[rows] * n_s + b.s[rows]) * n_n + b.n[rows]
+        x_key = (xd * n_s + xs) * n_n + xn
+        x_by = np.argsort(x_key, kind="stable")
+        at = np.searchsorted(key, x_key[x_by], side="right") + np.arange(len(xw))  # after equal rows
+        is_x = np.zeros(len(rows) + len(xw), dtype=bool)
+        is_x[at] = True
+        src = np.empty(len(is_x), dtype=np.int64)
+        src[~is_x] = rows
+        src[is_x] = len(b.s) + x_by
+    else:
+        src = rows
+    s_all = np.concatenate([b.s, xs])[src]
+    d_all = np.concatenate([b.d, xd])[src]
+    n_all = np.concatenate([b.n, xn])[src]
+    rej_all = np.concatenate([rejected[b.grp], np.zeros(len(xw), dtype=bool)])[src]
+    w_all = np.concatenate([b.w, xw])[src]
+    # each row's flags: looked up once per run of rows of one (date, strategy)
+    gk_row = d_all * n_s + s_all
+    run = (
+        np.flatnonzero(np.r_[True, gk_row[1:] != gk_row[:-1]]) if len(gk_row) else np.zeros(0, dtype=np.int64)
+    )
+    run_gk = gk_row[run]
+    pos = np.minimum(np.searchsorted(flag_gk, run_gk), max(len(flag_gk) - 1, 0))
+    found = flag_gk[pos] == run_gk if len(flag_gk) else np.zeros(len(run), dtype=bool)
+    run_flag = np.where(found, pos, len(flag_gk))  # the appended default
+    flag_rejected = np.zeros(len(flag_gk), dtype=bool)
+    flag_rejected[pos[found]] = rej_all[run[found]]
+    reasons = pl.select(
+        reason=pl.when(pl.Series(flag_rejected))
+        .then(pl.format("rejected: {}", flags))
+        .otherwise(pl.format("approved with adjustments: {}", flags))
+    ).to_series()
+    idx = np.repeat(run_flag, np.diff(np.r_[run, len(gk_row)]))
     names = pl.Series(ids, dtype=pl.String)
     symbols = pl.Series(syms, dtype=pl.String)
-    gk_row = d_all * n_s + s_all
-    pos = np.searchsorted(flag_gk, gk_row)
-    found = (
-        (pos < len(flag_gk)) & (flag_gk[np.minimum(pos, max(len(flag_gk) - 1, 0))] == gk_row)
-        if len(flag_gk)
-        else pos < 0
-    )
-    idx = np.where(found, pos, len(flag_gk))  # the appended default row
-    risk_flags = pl.concat([flags.get_column("risk_flags"), pl.Series([""])]).rechunk().gather(idx)
-    reason = pl.concat([flags.get_column("reason"), pl.Series(["approved: within all risk limits"])])
-    reason = reason.rechunk().gather(idx)
     approvals = pl.DataFrame(
         {
             "date": pl.Series(d_all + first_day, dtype=pl.Int32).cast(pl.Date),
             "strategy": names.gather(s_all) if n_s else pl.Series([], dtype=pl.String),
             "symbol": symbols.gather(n_all) if n_n else pl.Series([], dtype=pl.String),
-            "target_weight": np.concatenate([b.target, np.zeros(len(xw))])[order],
-            "approved_weight": np.where(rej_all, 0.0, w_all[order]),
+            "target_weight": np.concatenate([b.target, np.zeros(len(xw))])[src],
+            "approved_weight": np.where(rej_all, 0.0, w_all),
             "approved": ~rej_all,
-            "risk_flags": risk_flags,
-            "reason": reason,
+            "risk_flags": flags.append(pl.Series([""])).rechunk().gather(idx),
+            "reason": reasons.append(pl.Series(["approved: within all risk limits"])).rechunk().gather(idx),
         }
     )
-
-    def decode(frame: pl.DataFrame) -> pl.DataFrame:
-        return frame.with_columns(
-            date=(pl.col("d") + first_day).cast(pl.Int32).cast(pl.Date),
-            strategy=names.gather(frame.get_column("s")) if n_s else pl.lit(None, dtype=pl.String),
-        )
-
-    audit = decode(audit).select(
-        "date",
-        "strategy",
-        rule=pl.col("rank").replace_strict(list(range(len(RULES))), list(RULES), return_dtype=pl.String),
-        action=pl.col("action").replace_strict([0, 1, 2], list(_ACTIONS), return_dtype=pl.String),
-        limit="limit",
-        measured="measured",
-        reason="reason",
+    audit = pl.DataFrame(
+        {
+            "date": pl.Series(arr["d"] + first_day, dtype=pl.Int32).cast(pl.Date),
+            "strategy": names.gather(arr["s"]) if n_s else pl.Series([], dtype=pl.String),
+            "rule": pl.Series(RULES, dtype=pl.String).gather(arr["rank"]),
+            "action": pl.Series(_ACTIONS, dtype=pl.String).gather(arr["action"]),
+            "limit": arr["limit"],
+            "measured": arr["measured"],
+            "reason": reason,
+        }
     )
     return Supervision(approvals=approvals, audit=audit)
