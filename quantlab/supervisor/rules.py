@@ -64,6 +64,7 @@ class _Book:
     score: np.ndarray
     grp: np.ndarray  # group of each row
     starts: np.ndarray  # first row of each group
+    ends: np.ndarray  # one past its last row
     g_s: np.ndarray  # strategy code of each group
     g_d: np.ndarray  # date code of each group
     max_dd: np.ndarray  # per group
@@ -104,27 +105,26 @@ def _measure(name: str, b: _Book, lim_g: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def _scale(name: str, b: _Book, scale_g: np.ndarray, lim_g: np.ndarray, m_g: np.ndarray) -> None:
     """Apply `scale` in place to the rows of the groups in `scale_g`."""
-    on = scale_g[b.grp]
-    w = b.w
-    lim_row = lim_g[b.grp]
+    g = np.flatnonzero(scale_g)
+    if not g.size or name == "max_drawdown":  # max_drawdown cannot be scaled away: scale acts as flag
+        return
+    idx = _ranges(b.starts[g], b.ends[g])
+    grp, w = b.grp[idx], b.w[idx]
     if name == "min_score":
-        conv = np.nan_to_num(b.score * np.sign(w), nan=-np.inf)
-        w[on & (w != 0) & (conv < lim_row)] = 0.0
+        conv = np.nan_to_num(b.score[idx] * np.sign(w), nan=-np.inf)
+        w[(w != 0) & (conv < lim_g[grp])] = 0.0
     elif name == "max_positions":
-        idx = np.flatnonzero(on)
-        if idx.size:
-            order = np.lexsort((idx, -np.abs(w[idx]), b.grp[idx]))  # |w| descending, ties by symbol
-            g_sorted = b.grp[idx][order]
-            first = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
-            rank = np.arange(idx.size) - np.repeat(first, np.diff(np.r_[first, idx.size]))
-            w[idx[order[rank >= lim_g[g_sorted]]]] = 0.0
+        order = np.lexsort((idx, -np.abs(w), grp))  # |w| descending, ties by symbol
+        g_sorted = grp[order]
+        first = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
+        rank = np.arange(idx.size) - np.repeat(first, np.diff(np.r_[first, idx.size]))
+        w[order[rank >= lim_g[g_sorted]]] = 0.0
     elif name == "max_symbol_weight":
-        np.copyto(w, np.clip(w, -lim_row, lim_row), where=on)
-    elif name in ("max_long_gross", "max_short_gross", "max_gross", "max_net"):
-        factor = np.where(scale_g, lim_g / np.where(m_g > 0, m_g, 1.0), 1.0)[b.grp]
-        side = w > 0 if name == "max_long_gross" else w < 0 if name == "max_short_gross" else np.ones_like(on)
-        np.copyto(w, w * factor, where=side)
-    # max_drawdown cannot be scaled away: scale acts as flag
+        w = np.clip(w, -lim_g[grp], lim_g[grp])
+    else:  # max_long_gross, max_short_gross, max_gross, max_net: shrink the side
+        side = w > 0 if name == "max_long_gross" else w < 0 if name == "max_short_gross" else slice(None)
+        w[side] *= (lim_g / np.where(m_g > 0, m_g, 1.0))[grp][side]
+    b.w[idx] = w
 
 
 def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -186,7 +186,6 @@ def _turnover(
     lim_eps = lim + _EPS
     scale_s, reject_s, stepped = action == _SCALE, action == _REJECT, action >= _SCALE
     any_reject = bool(reject_s.any())
-    g_end = np.r_[b.starts[1:], len(b.s)]
     block = max(1, _BLOCK // max(n_s * n_n, 1))
     last = held.copy()  # each strategy's target book on its last date before the block
     book = np.zeros((n_s, n_n))  # the held book of the strategies in an episode
@@ -244,8 +243,8 @@ def _turnover(
             ms, md, moved, dropped = it[sc], days_on[kk[sc]], moved[sc], dropped[sc]
             g = _group_of(b, ms, md, n_dates)  # the moved books' rows take their weights
             on = np.flatnonzero(g >= 0)
-            at = _ranges(b.starts[g[on]], g_end[g[on]])
-            b.w[at] = moved[np.repeat(on, g_end[g[on]] - b.starts[g[on]]), b.n[at]]
+            at = _ranges(b.starts[g[on]], b.ends[g[on]])
+            b.w[at] = moved[np.repeat(on, b.ends[g[on]] - b.starts[g[on]]), b.n[at]]
             mi, ni = np.nonzero(dropped & (moved != 0))  # the names the target dropped: extra rows
             extra.append((ms[mi], md[mi], ni, moved[mi, ni]))
         covered = pres.any(axis=0)
@@ -329,6 +328,7 @@ def supervise(
         score=cols["score"][order],
         grp=np.cumsum(new) - 1,
         starts=starts,
+        ends=np.r_[starts[1:], len(s)],
         g_s=s[starts],
         g_d=d[starts],
         max_dd=groups.get_column("max_dd").to_numpy(),
@@ -443,8 +443,7 @@ def _assemble(
     # approval rows in (date, strategy, symbol) order: the groups reordered, the extra rows merged in
     xs, xd, xn, xw = extra
     g_out = np.argsort(b.g_d * n_s + b.g_s)
-    g_end = np.r_[b.starts[1:], len(b.s)]
-    rows = _ranges(b.starts[g_out], g_end[g_out])
+    rows = _ranges(b.starts[g_out], b.ends[g_out])
     if len(xw):
         key = (b.d[rows] * n_s + b.s[rows]) * n_n + b.n[rows]
         x_key = (xd * n_s + xs) * n_n + xn
