@@ -266,6 +266,25 @@ def _codes(values: pl.Series, keys: list) -> np.ndarray:
     return values.cast(pl.Enum(keys)).to_physical().to_numpy().astype(np.int64)
 
 
+def _kpi(
+    kpis_full: pl.DataFrame, ids: list[str], first_day: int, n_days: int, keys: np.ndarray
+) -> np.ndarray:
+    """`max_dd` of each (strategy code * n_days + day) key, NaN where missing."""
+    kp = kpis_full.filter(
+        pl.col("strategy").is_in(ids)
+        & pl.col("date").cast(pl.Int32).is_between(first_day, first_day + n_days - 1)
+    ).select(
+        key=pl.col("strategy").cast(pl.Enum(ids)).to_physical().cast(pl.Int64) * n_days
+        + (pl.col("date").cast(pl.Int32) - first_day),
+        max_dd=pl.col("max_dd").cast(pl.Float64),
+    )
+    k, v = kp.get_column("key").to_numpy(), kp.get_column("max_dd").to_numpy()
+    by = np.argsort(k, kind="stable")
+    k, v = k[by], v[by]
+    at = np.minimum(np.searchsorted(k, keys), max(len(k) - 1, 0))
+    return np.where(k[at] == keys, v[at], np.nan) if len(k) else np.full(len(keys), np.nan)
+
+
 def supervise(
     targets: pl.DataFrame,
     kpis_full: pl.DataFrame,
@@ -294,9 +313,9 @@ def supervise(
     syms = sorted(
         set(held_df.get_column("symbol").unique().to_list()) | set(prev.get_column("symbol").to_list())
     )
-    dates = targets.get_column("date").unique().sort()
-    first_day = int(dates.cast(pl.Int32).min()) if dates.len() else 0
-    n_days = int(dates.cast(pl.Int32).max()) - first_day + 1 if dates.len() else 1
+    day = targets.get_column("date").cast(pl.Int32)
+    first_day = int(day.min()) if day.len() else 0
+    n_days = int(day.max()) - first_day + 1 if day.len() else 1
     df = held_df.select(
         s=pl.col("strategy").cast(pl.Enum(ids)).to_physical().cast(pl.Int64),
         d=(pl.col("date").cast(pl.Int32) - first_day).cast(pl.Int64),
@@ -307,17 +326,9 @@ def supervise(
     cols = {c: df.get_column(c).to_numpy() for c in df.columns}
     order = np.argsort((cols["s"] * n_days + cols["d"]) * max(len(syms), 1) + cols["n"], kind="stable")
     s, d, n = cols["s"][order], cols["d"][order], cols["n"][order]
-    kp = kpis_full.filter(pl.col("strategy").is_in(ids)).select(
-        s=pl.col("strategy").cast(pl.Enum(ids)).to_physical().cast(pl.Int64),
-        d=(pl.col("date").cast(pl.Int32) - first_day).cast(pl.Int64),
-        max_dd=pl.col("max_dd").cast(pl.Float64),
-    )
     new = np.ones(len(s), dtype=bool)
     new[1:] = (s[1:] != s[:-1]) | (d[1:] != d[:-1])
     starts = np.flatnonzero(new)
-    groups = pl.DataFrame({"s": s[starts], "d": d[starts]}).join(
-        kp, on=["s", "d"], how="left", maintain_order="left"
-    )
     target = cols["weight"][order]
     b = _Book(
         s=s,
@@ -331,7 +342,7 @@ def supervise(
         ends=np.r_[starts[1:], len(s)],
         g_s=s[starts],
         g_d=d[starts],
-        max_dd=groups.get_column("max_dd").to_numpy(),
+        max_dd=_kpi(kpis_full, ids, first_day, n_days, s[starts] * n_days + d[starts]),
     )
     rejected = np.zeros(len(starts), dtype=bool)
     audit_parts: list[dict] = []
