@@ -53,6 +53,14 @@ EVENT_SCHEMA = {
 }
 
 
+# measures of the world book on its last axis (symbols)
+_BOOK_MEASURES = {
+    "max_gross": lambda book: np.abs(book).sum(axis=-1),
+    "max_net": lambda book: np.abs(book.sum(axis=-1)),
+    "max_symbol": lambda book: np.abs(book).max(axis=-1),
+}
+
+
 @dataclass(frozen=True)
 class WorldState:
     """A world at the close of the session before a range: its allocation rows (strategy -> weight), its
@@ -100,19 +108,20 @@ def history_start(world: WorldSpec, start: dt.date) -> dt.date:
 
 
 def _positions(df: pl.DataFrame, rows: list[dt.date], members: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Row (session in `rows`) and column (member) index of each row of `df`; -1 where outside them."""
+    """Row (session in `rows`, ascending) and column (member) index of each row of `df`; -1 where outside
+    them. Dates are looked up in a table over the rows' span, strategies cast once per run of equal ids."""
+    if not rows:
+        return np.full(df.height, -1), np.full(df.height, -1)
     days_int = np.array([d.toordinal() for d in rows], dtype=np.int64) - dt.date(1970, 1, 1).toordinal()
-    dates = df.get_column("date").cast(pl.Int32).to_numpy().astype(np.int64)
-    r = np.searchsorted(days_int, dates)
-    r = np.where((r < len(days_int)) & (days_int[np.minimum(r, len(days_int) - 1)] == dates), r, -1)
-    c = (
-        df.select(
-            pl.col("strategy").cast(pl.Enum(members), strict=False).to_physical().cast(pl.Int64).fill_null(-1)
-        )
-        .to_series()
-        .to_numpy()
-    )
-    return r, c
+    table = np.full(days_int[-1] - days_int[0] + 1, -1)
+    table[days_int - days_int[0]] = np.arange(len(rows))
+    at = df.get_column("date").cast(pl.Int32).to_numpy().astype(np.int64) - days_int[0]
+    r = np.where((at >= 0) & (at < len(table)), table[np.clip(at, 0, len(table) - 1)], -1)
+    strategy = df.get_column("strategy")
+    run = strategy.rle_id().to_numpy()
+    heads = np.flatnonzero(np.diff(run, prepend=-1))
+    codes = strategy.gather(heads).cast(pl.Enum(members), strict=False).to_physical().cast(pl.Int64)
+    return r, codes.fill_null(-1).to_numpy()[run]
 
 
 def _matrix(df: pl.DataFrame, col: str, rows: list[dt.date], members: list[str], fill: float) -> np.ndarray:
@@ -301,7 +310,7 @@ def allocate_world(
     b_ptr = np.searchsorted(b_k, np.arange(n_t + 1))
     max_symbol = risk.exposure.max_symbol if risk.exposure else None
     book_limits = [
-        (name, lim)
+        (name, lim, _BOOK_MEASURES[name])
         for name, lim in (
             ("max_gross", alloc.max_gross),
             ("max_net", alloc.max_net),
@@ -309,6 +318,10 @@ def allocate_world(
         )
         if lim is not None
     ]
+    measured = None  # without smoothing, a session's allocation is its target: its book measured at once
+    if book_limits and not smooth:
+        books_all = np.bincount(b_k * n_n + b_n, weights=target[b_k, b_s] * b_w, minlength=n_t * n_n)
+        measured = np.column_stack([f(books_all.reshape(n_t, n_n)) for _, _, f in book_limits])
 
     dc, dl = risk.drawdown_circuit, risk.daily_loss
     cooldown = days(dc.cooldown) if dc else 0
@@ -358,15 +371,14 @@ def allocate_world(
         # 4. limits on the world book, then the capital caps
         factor = 1.0
         if book_limits:
-            r = slice(b_ptr[k], b_ptr[k + 1])
-            book = np.bincount(b_n[r], weights=a[b_s[r]] * b_w[r], minlength=n_n)
-            measured = {
-                "max_gross": float(np.abs(book).sum()),
-                "max_net": abs(float(book.sum())),
-                "max_symbol": float(np.abs(book).max()),
-            }
-            for name, lim in book_limits:
-                value = measured[name]
+            if measured is None or frozen[k]:
+                r = slice(b_ptr[k], b_ptr[k + 1])
+                book = np.bincount(b_n[r], weights=a[b_s[r]] * b_w[r], minlength=n_n)
+                values = [f(book) for _, _, f in book_limits]
+            else:
+                values = measured[k]
+            for (name, lim, _), v in zip(book_limits, values, strict=True):
+                value = float(v)
                 if value > lim + _EPS:
                     factor = min(factor, lim / value)
                     why = f"world book {name[4:]} {value:.4f} > {lim:g}: every strategy weight scaled by {lim / value:.4f}"
