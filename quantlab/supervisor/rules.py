@@ -173,20 +173,20 @@ def _turnover(
     same = np.r_[False, pres_s[1:] == pres_s[:-1]]  # presents are sorted by (strategy, date)
     prev_k = np.full((n_k, n_s), -1)  # the strategy's previous target date
     prev_k[k_of, pres_s] = np.where(same, np.r_[-1, k_of[:-1]], -1)
-    ok = np.ones((n_k, n_s), dtype=bool)  # not rejected by an earlier rule
-    g_on = has[b.g_s] & rejected
-    ok[np.searchsorted(days_on, b.g_d[g_on]), b.g_s[g_on]] = False
-    # target rows of the strategies with the rule (a rejected date's target book is cash), by block position
-    rows = np.flatnonzero(has[b.s] & ~rejected[b.grp])
-    r_k = np.searchsorted(days_on, b.g_d)[b.grp[rows]]
-    r_key = b.s[rows] * n_k + r_k  # ascending
-    r_flat = (r_k * n_s + b.s[rows]) * n_n + b.n[rows]
-    r_w = b.w[rows]
     lim = np.where(has, limit, np.inf)
-    lim_eps = lim + _EPS
+    lim_eps = np.full((n_k, n_s), np.inf)  # the hit threshold; none on a date rejected by an earlier rule
+    lim_eps[k_of, pres_s] = lim[pres_s] + _EPS
+    g_on = has[b.g_s] & rejected
+    lim_eps[np.searchsorted(days_on, b.g_d[g_on]), b.g_s[g_on]] = np.inf
+    # the groups by block position (a rejected date's target book is cash: its rows are left out)
+    g_k = np.searchsorted(days_on, b.g_d)
+    g_key = b.g_s * n_k + g_k  # ascending
+    g_flat = (g_k * n_s + b.g_s) * n_n
     scale_s, reject_s, stepped = action == _SCALE, action == _REJECT, action >= _SCALE
     any_reject = bool(reject_s.any())
-    block = max(1, _BLOCK // max(n_s * n_n, 1))
+    block = max(1, min(n_k, _BLOCK // max(n_s * n_n, 1)))
+    dense = np.empty((block + 1, n_s, n_n))  # [0]: `last`; [1 + j]: the target books of date k0 + j
+    change = np.empty((block, n_s, n_n))
     last = held.copy()  # each strategy's target book on its last date before the block
     book = np.zeros((n_s, n_n))  # the held book of the strategies in an episode
     episode = np.zeros(n_s, dtype=bool)
@@ -195,16 +195,21 @@ def _turnover(
     for k0 in range(0, n_k, block):
         k1 = min(k0 + block, n_k)
         n_j = k1 - k0
-        dense = np.zeros((n_j + 1, n_s, n_n))  # [0]: `last`; [1 + j]: the target books of date k0 + j
         dense[0] = last
-        sel = _ranges(*np.searchsorted(r_key, np.arange(n_s) * n_k + np.array([[k0], [k1]])))
-        dense.reshape(-1)[r_flat[sel] - (k0 - 1) * n_s * n_n] = r_w[sel]
-        pres, ok_b = present[k0:k1], ok[k0:k1]
+        dense[1:].fill(0.0)
+        g = _ranges(*np.searchsorted(g_key, np.flatnonzero(has) * n_k + np.array([[k0], [k1]])))
+        g = g[~rejected[g]]
+        rows = _ranges(b.starts[g], b.ends[g])
+        dense.reshape(-1)[
+            np.repeat(g_flat[g] - (k0 - 1) * n_s * n_n, b.ends[g] - b.starts[g]) + b.n[rows]
+        ] = b.w[rows]
+        pres, lim_b = present[k0:k1], lim_eps[k0:k1]
         src = np.maximum(prev_k[k0:k1] - k0 + 1, 0)  # the row of `dense` with the previous target book
-        to = np.abs(dense[1:] - dense[:-1]).sum(axis=2)
+        diff = np.subtract(dense[1 : n_j + 1], dense[:n_j], out=change[:n_j])
+        to = np.abs(diff, out=diff).sum(axis=2)
         gj, gs = np.nonzero(pres & (src != np.arange(n_j)[:, None]))  # a previous target date further back
         to[gj, gs] = np.abs(dense[gj + 1, gs] - dense[src[gj, gs], gs]).sum(axis=1)
-        chain_hit = pres & ok_b & (to > lim_eps)
+        chain_hit = to > lim_b
         fj, fs = np.nonzero(chain_hit & ~stepped)  # a flag changes nothing: its hits are the chain's
         hit_s.append(fs)
         hit_k.append(fj + k0)
@@ -223,7 +228,7 @@ def _turnover(
                 h = book[items]
                 diff = dense[j + 1, items] - h
                 t = np.abs(diff).sum(axis=1)
-                hit = (t > lim_eps[items]) & ok_b[j, items]
+                hit = t > lim_b[j, items]
                 moved = h + diff * (lim[items] / t)[:, None]  # scale: part of the way
                 dropped = diff == -h  # names the target dropped stay unless under DUST
                 np.putmask(moved, dropped & (np.abs(moved) < DUST), 0.0)
