@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from quantlab.codes import run_codes
 from quantlab.supervisor.spec import RiskLimits
 
 _EPS = 1e-12
@@ -267,10 +268,6 @@ def _turnover(
     return (hs, hd, ht), cols
 
 
-def _codes(values: pl.Series, keys: list) -> np.ndarray:
-    return values.cast(pl.Enum(keys)).to_physical().to_numpy().astype(np.int64)
-
-
 def _kpi(
     kpis_full: pl.DataFrame, ids: list[str], first_day: int, n_days: int, keys: np.ndarray
 ) -> np.ndarray:
@@ -304,7 +301,7 @@ def supervise(
     strategy id. `previous`: each strategy's approved book on its last target date before the range
     (strategy, symbol, approved_weight), the state of `max_turnover`.
     """
-    ids = sorted(targets.get_column("strategy").unique().to_list())
+    s_all, ids = run_codes(targets.get_column("strategy"))
     per = [limits if isinstance(limits, RiskLimits) else limits[s] for s in ids]
     if "score" not in targets.columns:
         targets = targets.with_columns(score=pl.lit(None, dtype=pl.Float64))
@@ -314,7 +311,9 @@ def supervise(
         else pl.DataFrame(schema={"strategy": pl.String, "symbol": pl.String, "approved_weight": pl.Float64})
     )
     prev = prev.filter(pl.col("strategy").is_in(ids) & (pl.col("approved_weight") != 0))
-    held_df = targets.filter(pl.col("weight") != 0)
+    weight = targets.get_column("weight")
+    keep = (weight != 0).fill_null(False).to_numpy()
+    held_df = targets.filter(keep)
     syms = sorted(
         set(held_df.get_column("symbol").unique().to_list()) | set(prev.get_column("symbol").to_list())
     )
@@ -322,13 +321,12 @@ def supervise(
     first_day = int(day.min()) if day.len() else 0
     n_days = int(day.max()) - first_day + 1 if day.len() else 1
     df = held_df.select(
-        s=pl.col("strategy").cast(pl.Enum(ids)).to_physical().cast(pl.Int64),
         d=(pl.col("date").cast(pl.Int32) - first_day).cast(pl.Int64),
         n=pl.col("symbol").cast(pl.Enum(syms)).to_physical().cast(pl.Int64),
         weight=pl.col("weight").cast(pl.Float64),
         score=pl.col("score").cast(pl.Float64),
     )
-    cols = {c: df.get_column(c).to_numpy() for c in df.columns}
+    cols = {c: df.get_column(c).to_numpy() for c in df.columns} | {"s": s_all[keep]}
     order = np.argsort((cols["s"] * n_days + cols["d"]) * max(len(syms), 1) + cols["n"], kind="stable")
     s, d, n = cols["s"][order], cols["d"][order], cols["n"][order]
     new = np.ones(len(s), dtype=bool)
@@ -374,18 +372,15 @@ def supervise(
         )
         _scale(name, b, hit & (act_g == _SCALE), lim_g, m_g)
         rejected |= hit & (act_g == _REJECT)
-    zero_only = targets.filter(pl.col("weight") == 0).select(
-        key=pl.col("strategy").cast(pl.Enum(ids)).to_physical().cast(pl.Int64) * n_days
-        + (pl.col("date").cast(pl.Int32) - first_day).cast(pl.Int64)
-    )
+    zero = (weight == 0).fill_null(False).to_numpy()
     pres_key = b.g_s * n_days + b.g_d  # sorted and unique: the rows are sorted by (strategy, date)
-    if zero_only.height:
-        pres_key = np.union1d(pres_key, zero_only.get_column("key").to_numpy())
+    if zero.any():  # a date with only zero weights is a target date too
+        pres_key = np.union1d(pres_key, s_all[zero] * n_days + day.to_numpy()[zero] - first_day)
     held = np.zeros((len(ids), len(syms)))
     if prev.height:
-        held[_codes(prev.get_column("strategy"), ids), _codes(prev.get_column("symbol"), syms)] = (
-            prev.get_column("approved_weight").to_numpy()
-        )
+        held[
+            run_codes(prev.get_column("strategy"), ids)[0], run_codes(prev.get_column("symbol"), syms)[0]
+        ] = prev.get_column("approved_weight").to_numpy()
     hits, extra = _turnover(b, rejected, pres_key // n_days, pres_key % n_days, per, n_days, held)
     return _assemble(b, rejected, audit_parts, hits, extra, ids, syms, first_day, per)
 
@@ -432,16 +427,17 @@ def _assemble(
     ):
         head.append(f"{RULES[r]}[{_ACTIONS[a]}]: ")
         around.append(f" names below {v:g} (lowest " if RULES[r] == "min_score" else f" > {v:g}")
-    is_min = pl.Series(arr["rank"] == RULES.index("min_score"))
+    head_s, around_s = pl.Series(head, dtype=pl.String), pl.Series(around, dtype=pl.String)
     measured = pl.Series(arr["measured"]).round(4).cast(pl.String)
-    reason = pl.select(
-        pl.concat_str(
-            pl.Series(head, dtype=pl.String).gather(code),
-            pl.when(is_min).then(pl.Series(arr["below"]).cast(pl.String)).otherwise(measured),
-            pl.Series(around, dtype=pl.String).gather(code),
-            pl.when(is_min).then(pl.concat_str(measured, pl.lit(")"))).otherwise(pl.lit("")),
+    reason = pl.select(pl.concat_str(head_s.gather(code), measured, around_s.gather(code))).to_series()
+    is_min = np.flatnonzero(arr["rank"] == RULES.index("min_score"))
+    if is_min.size:  # "<head>: <below> names below <limit> (lowest <measured>)"
+        below = pl.Series(arr["below"][is_min]).cast(pl.String)
+        c = code[is_min]
+        text = pl.concat_str(
+            head_s.gather(c), below, around_s.gather(c), measured.gather(is_min), pl.lit(")")
         )
-    ).to_series()
+        reason.scatter(is_min, pl.select(text).to_series())
     # flags per (date, strategy): the reasons of its triggers in rule order, joined by "; "
     first = np.flatnonzero(np.r_[True, gk[1:] != gk[:-1]]) if len(gk) else np.zeros(0, dtype=np.int64)
     cnt = np.diff(np.r_[first, len(gk)])

@@ -38,6 +38,7 @@ import numpy as np
 import polars as pl
 
 from quantlab.calendar import session_index, sessions, shift_sessions
+from quantlab.codes import run_codes
 from quantlab.world.risk_parity import erc_weights, ledoit_wolf, shrunk
 from quantlab.world.spec import SIDES, WorldSpec, days
 
@@ -109,7 +110,7 @@ def history_start(world: WorldSpec, start: dt.date) -> dt.date:
 
 def _positions(df: pl.DataFrame, rows: list[dt.date], members: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Row (session in `rows`, ascending) and column (member) index of each row of `df`; -1 where outside
-    them. Dates are looked up in a table over the rows' span, strategies cast once per run of equal ids."""
+    them (dates are looked up in a table over the rows' span)."""
     if not rows:
         return np.full(df.height, -1), np.full(df.height, -1)
     days_int = np.array([d.toordinal() for d in rows], dtype=np.int64) - dt.date(1970, 1, 1).toordinal()
@@ -117,11 +118,7 @@ def _positions(df: pl.DataFrame, rows: list[dt.date], members: list[str]) -> tup
     table[days_int - days_int[0]] = np.arange(len(rows))
     at = df.get_column("date").cast(pl.Int32).to_numpy().astype(np.int64) - days_int[0]
     r = np.where((at >= 0) & (at < len(table)), table[np.clip(at, 0, len(table) - 1)], -1)
-    strategy = df.get_column("strategy")
-    run = strategy.rle_id().to_numpy()
-    heads = np.flatnonzero(np.diff(run, prepend=-1))
-    codes = strategy.gather(heads).cast(pl.Enum(members), strict=False).to_physical().cast(pl.Int64)
-    return r, codes.fill_null(-1).to_numpy()[run]
+    return r, run_codes(df.get_column("strategy"), members)[0]
 
 
 def _matrix(df: pl.DataFrame, col: str, rows: list[dt.date], members: list[str], fill: float) -> np.ndarray:
