@@ -484,11 +484,8 @@ def _assemble(
     run_flag = np.where(found, pos, len(flag_gk))  # the appended default
     flag_rejected = np.zeros(len(flag_gk), dtype=bool)
     flag_rejected[pos[found]] = rej_all[run[found]]
-    reasons = pl.select(
-        reason=pl.when(pl.Series(flag_rejected))
-        .then(pl.format("rejected: {}", flags))
-        .otherwise(pl.format("approved with adjustments: {}", flags))
-    ).to_series()
+    verdict = pl.Series(["approved with adjustments: ", "rejected: "]).gather(flag_rejected.astype(np.int64))
+    reasons = pl.select(pl.concat_str(verdict, flags)).to_series()
     idx = np.repeat(run_flag, np.diff(np.r_[run, len(gk_row)]))
     names = pl.Series(ids, dtype=pl.String)
     symbols = pl.Series(syms, dtype=pl.String)
