@@ -166,19 +166,24 @@ def capped_weights(
 
 
 def _raw_weights(
-    world: WorldSpec, live: np.ndarray, score: np.ndarray, vols: np.ndarray, rp: np.ndarray | None
+    world: WorldSpec,
+    live: np.ndarray,
+    score: np.ndarray | None,
+    vols: np.ndarray | None,
+    rp: np.ndarray | None,
 ) -> np.ndarray:
-    """Each session's raw weights of its live strategies by the world's method (0 elsewhere)."""
+    """Each session's raw weights of its live strategies by the world's method (0 elsewhere); `score`,
+    `vols` and `rp` are given for the method that uses them."""
     method = world.allocation.method
     ones = live.astype(np.float64)
-    if method == "inverse_vol":
+    if method == "inverse_vol" and vols is not None:
         ok = live & np.isfinite(vols) & (vols > 0)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no volatility at all
             med = np.nanmedian(np.where(ok, vols, np.nan), axis=1)
             raw = np.where(live, 1.0 / np.where(ok, vols, med[:, None]), 0.0)
         return np.where(ok.any(axis=1)[:, None], raw, ones)
-    if method == "score":
+    if method == "score" and score is not None:
         pos = np.where(live & np.isfinite(score), np.maximum(score, 0.0), 0.0)
         return np.where((pos.sum(axis=1) > 0)[:, None], pos, ones)
     if method == "risk_parity" and rp is not None:
@@ -252,12 +257,13 @@ def allocate_world(
     events: list[tuple] = []
 
     # state-independent, every session at once: the method's weights, capped, within the side budgets
-    rp = _risk_parity(world, ret_m, off, live_ok, frozen_on, days_) if alloc.method == "risk_parity" else None
+    method = alloc.method
+    rp = _risk_parity(world, ret_m, off, live_ok, frozen_on, days_) if method == "risk_parity" else None
     raw = _raw_weights(
         world,
         live_ok,
-        _matrix(decisions, "score", days_, members, np.nan),
-        _matrix(vol, "vol", days_, members, np.nan),
+        _matrix(decisions, "score", days_, members, np.nan) if method == "score" else None,
+        _matrix(vol, "vol", days_, members, np.nan) if method == "inverse_vol" else None,
         rp,
     )
     target, unmet = capped_weights(raw, live_ok, alloc.max_weight, alloc.full_investment)
@@ -394,10 +400,9 @@ def allocate_world(
     # the world book from the final weights, netted per symbol (contributions summed in strategy order)
     held_rows = np.flatnonzero(weights[b_k, b_s] != 0)
     b_k, b_s, b_n, b_w = b_k[held_rows], b_s[held_rows], b_n[held_rows], b_w[held_rows]
-    uniq, inverse = np.unique(b_k * n_n + b_n, return_inverse=True)
-    book_w = np.bincount(inverse, weights=weights[b_k, b_s] * b_w, minlength=len(uniq))
-    nz = np.abs(book_w) > _EPS
-    t_k, t_n, t_w = (uniq // n_n)[nz], (uniq % n_n)[nz], book_w[nz]
+    book_w = np.bincount(b_k * n_n + b_n, weights=weights[b_k, b_s] * b_w, minlength=n_t * n_n)
+    t_at = np.flatnonzero(np.abs(book_w) > _EPS)  # (session, symbol) ascending
+    t_k, t_n, t_w = t_at // n_n, t_at % n_n, book_w[t_at]
     t_ptr = np.searchsorted(t_k, np.arange(n_t + 1))
     exposures = [book_exposure(t_w[t_ptr[k] : t_ptr[k + 1]]) for k in range(n_t - 1)]
     prev_w = np.vstack([start_w[None, :], weights[:-1]])
