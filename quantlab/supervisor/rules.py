@@ -313,33 +313,28 @@ def supervise(
     prev = prev.filter(pl.col("strategy").is_in(ids) & (pl.col("approved_weight") != 0))
     weight = targets.get_column("weight")
     keep = (weight != 0).fill_null(False).to_numpy()
-    held_df = targets.filter(keep)
-    syms = sorted(
-        set(held_df.get_column("symbol").unique().to_list()) | set(prev.get_column("symbol").to_list())
-    )
+    symbol = targets.get_column("symbol").filter(keep)
+    syms = sorted(set(symbol.unique().to_list()) | set(prev.get_column("symbol").to_list()))
     day = targets.get_column("date").cast(pl.Int32)
     first_day = int(day.min()) if day.len() else 0
     n_days = int(day.max()) - first_day + 1 if day.len() else 1
-    df = held_df.select(
-        d=(pl.col("date").cast(pl.Int32) - first_day).cast(pl.Int64),
-        n=pl.col("symbol").cast(pl.Enum(syms)).to_physical().cast(pl.Int64),
-        weight=pl.col("weight").cast(pl.Float64),
-        score=pl.col("score").cast(pl.Float64),
-    )
-    cols = {c: df.get_column(c).to_numpy() for c in df.columns} | {"s": s_all[keep]}
-    order = np.argsort((cols["s"] * n_days + cols["d"]) * max(len(syms), 1) + cols["n"], kind="stable")
-    s, d, n = cols["s"][order], cols["d"][order], cols["n"][order]
+    d_all = day.to_numpy().astype(np.int64) - first_day
+    n_held = symbol.cast(pl.Enum(syms)).to_physical().cast(pl.Int64).to_numpy()
+    rows = np.flatnonzero(keep)
+    order = np.argsort((s_all[rows] * n_days + d_all[rows]) * max(len(syms), 1) + n_held, kind="stable")
+    rows = rows[order]
+    s, d, n = s_all[rows], d_all[rows], n_held[order]
     new = np.ones(len(s), dtype=bool)
     new[1:] = (s[1:] != s[:-1]) | (d[1:] != d[:-1])
     starts = np.flatnonzero(new)
-    target = cols["weight"][order]
+    target = weight.cast(pl.Float64).to_numpy()[rows]
     b = _Book(
         s=s,
         d=d,
         n=n,
         target=target,
         w=target.copy(),
-        score=cols["score"][order],
+        score=targets.get_column("score").cast(pl.Float64).to_numpy()[rows],
         grp=np.cumsum(new) - 1,
         starts=starts,
         ends=np.r_[starts[1:], len(s)],
@@ -375,7 +370,7 @@ def supervise(
     zero = (weight == 0).fill_null(False).to_numpy()
     pres_key = b.g_s * n_days + b.g_d  # sorted and unique: the rows are sorted by (strategy, date)
     if zero.any():  # a date with only zero weights is a target date too
-        pres_key = np.union1d(pres_key, s_all[zero] * n_days + day.to_numpy()[zero] - first_day)
+        pres_key = np.union1d(pres_key, s_all[zero] * n_days + d_all[zero])
     held = np.zeros((len(ids), len(syms)))
     if prev.height:
         held[
