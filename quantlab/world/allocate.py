@@ -114,11 +114,10 @@ def _positions(df: pl.DataFrame, rows: list[dt.date], members: list[str]) -> tup
     if not rows:
         return np.full(df.height, -1), np.full(df.height, -1)
     days_int = np.array([d.toordinal() for d in rows], dtype=np.int64) - dt.date(1970, 1, 1).toordinal()
-    table = np.full(days_int[-1] - days_int[0] + 1, -1)
-    table[days_int - days_int[0]] = np.arange(len(rows))
-    at = df.get_column("date").cast(pl.Int32).to_numpy().astype(np.int64) - days_int[0]
-    r = np.where((at >= 0) & (at < len(table)), table[np.clip(at, 0, len(table) - 1)], -1)
-    return r, run_codes(df.get_column("strategy"), members)[0]
+    table = np.full(days_int[-1] - days_int[0] + 3, -1)  # -1 at both ends: out of range clips to them
+    table[days_int - days_int[0] + 1] = np.arange(len(rows))
+    at = df.get_column("date").cast(pl.Int32).to_numpy().astype(np.int64) - (days_int[0] - 1)
+    return np.take(table, at, mode="clip"), run_codes(df.get_column("strategy"), members)[0]
 
 
 def _matrix(df: pl.DataFrame, col: str, rows: list[dt.date], members: list[str], fill: float) -> np.ndarray:
@@ -276,12 +275,17 @@ def allocate_world(
         target[:, cols] *= factor[:, None]
     n_live = live_ok.sum(axis=1)
     window = days(alloc.risk_parity.window)
-    for k in np.flatnonzero(~frozen):
+    singular = (
+        (n_live > 1) & ~(np.isfinite(rp) | ~live_ok).all(axis=1)
+        if rp is not None
+        else np.zeros(n_t, dtype=bool)
+    )
+    for k in np.flatnonzero(~frozen & ((n_live == 0) | singular | unmet)):
         day, n = days_[k], int(n_live[k])
         if n == 0:
             why = "no live strategy" if day in decided else "no decision for this session"
             events.append((day, "no_live", None, None, f"{why}: the world holds cash"))
-        elif rp is not None and n > 1 and not np.isfinite(rp[k, live_ok[k]]).all():
+        elif singular[k]:
             why = f"covariance of {n} strategies over {window} sessions is singular: equal weights"
             events.append((day, "singular_covariance", None, None, why))
         if unmet[k]:
