@@ -68,6 +68,7 @@ class _Book:
     ends: np.ndarray  # one past its last row
     g_s: np.ndarray  # strategy code of each group
     g_d: np.ndarray  # date code of each group
+    g_key: np.ndarray  # strategy code * number of dates + date code of each group (ascending)
     max_dd: np.ndarray  # per group
 
     def reduce(self, ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
@@ -136,12 +137,11 @@ def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 def _group_of(b: _Book, s: np.ndarray, d: np.ndarray, n_dates: int) -> np.ndarray:
     """The group of each (strategy, date) pair, -1 where it has no rows."""
-    group_key = b.g_s * n_dates + b.g_d  # ascending: rows are sorted by (strategy, date)
     key = s * n_dates + d
-    if not len(group_key):
+    if not len(b.g_key):
         return np.full(len(key), -1)
-    g = np.minimum(np.searchsorted(group_key, key), len(group_key) - 1)
-    return np.where(group_key[g] == key, g, -1)
+    g = np.minimum(np.searchsorted(b.g_key, key), len(b.g_key) - 1)
+    return np.where(b.g_key[g] == key, g, -1)
 
 
 def _turnover(
@@ -222,13 +222,13 @@ def _turnover(
             for j in range(n_j):
                 if not (start_any[j] or episode.any()):
                     continue
-                items = np.flatnonzero(pres[j] & (episode | starts[j]))
+                items = (pres[j] & (episode | starts[j])).nonzero()[0]
                 if start_any[j]:
                     new = items[~episode[items]]
                     book[new] = dense[src[j, new], new]
                 h = book[items]
                 diff = dense[j + 1, items] - h
-                t = np.abs(diff).sum(axis=1)
+                t = np.add.reduce(np.abs(diff), axis=1)
                 hit = t > lim_b[j, items]
                 moved = h + diff * (lim[items] / t)[:, None]  # scale: part of the way
                 dropped = diff == -h  # names the target dropped stay unless under DUST
@@ -340,6 +340,7 @@ def supervise(
         ends=np.r_[starts[1:], len(s)],
         g_s=s[starts],
         g_d=d[starts],
+        g_key=s[starts] * n_days + d[starts],
         max_dd=_kpi(kpis_full, ids, first_day, n_days, s[starts] * n_days + d[starts]),
     )
     rejected = np.zeros(len(starts), dtype=bool)
@@ -368,7 +369,7 @@ def supervise(
         _scale(name, b, hit & (act_g == _SCALE), lim_g, m_g)
         rejected |= hit & (act_g == _REJECT)
     zero = (weight == 0).fill_null(False).to_numpy()
-    pres_key = b.g_s * n_days + b.g_d  # sorted and unique: the rows are sorted by (strategy, date)
+    pres_key = b.g_key
     if zero.any():  # a date with only zero weights is a target date too
         pres_key = np.union1d(pres_key, s_all[zero] * n_days + d_all[zero])
     held = np.zeros((len(ids), len(syms)))
