@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 
 from quantlab.schemas import TABLES
+from quantlab.supervisor import rules
 from quantlab.supervisor.rules import supervise
 from quantlab.supervisor.spec import RiskLimits, Rule, ScoreFloor, SupervisorSpec
 
@@ -309,6 +311,44 @@ def test_turnover_ranged_equals_chunked_with_previous_book() -> None:
     # `t` rejects every day (entering 0.9 from cash is over 0.3 each time: reject keeps it in cash)
     t = whole.approvals.filter(pl.col("strategy") == "t")
     assert not t.get_column("approved").any()
+
+
+def test_turnover_blocks_do_not_change_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The turnover rule gives the same rows whatever the size of its dense date blocks: episodes (held
+    book away from the target) carry over block ends, as do absent dates, zero-only dates and rejections."""
+    rng = np.random.default_rng(5)
+    days = [dt.date(2022, 6, 1) + dt.timedelta(days=k) for k in range(40)]
+    rows = []
+    for i, sid in enumerate(["a", "b", "c", "d"]):
+        for k, day in enumerate(days):
+            if i == 1 and k % 7 == 3:
+                continue  # absent that day
+            names = rng.choice(6, size=3, replace=False)
+            for j in names:
+                weight = 0.0 if i == 2 and k % 9 == 4 else float(rng.uniform(0.1, 0.5))
+                rows.append((day, sid, f"S{j}", weight))
+    targets = pl.DataFrame(rows, schema=["date", "strategy", "symbol", "weight"], orient="row")
+    kpis = pl.DataFrame(
+        {"date": days, "strategy": "d", "max_dd": [0.6 if k % 5 == 0 else 0.1 for k in range(40)]}
+    )
+    limits = {
+        "a": RiskLimits(max_turnover=Rule(limit=0.4, action="scale")),
+        "b": RiskLimits(max_turnover=Rule(limit=0.3, action="scale")),
+        "c": RiskLimits(max_turnover=Rule(limit=0.5, action="reject")),
+        "d": RiskLimits(
+            max_turnover=Rule(limit=0.4, action="flag"), max_drawdown=Rule(limit=0.5, action="reject")
+        ),
+    }
+    previous = pl.DataFrame({"strategy": ["a", "b"], "symbol": ["S0", "S1"], "approved_weight": [0.3, -0.2]})
+    whole = supervise(targets, kpis, limits, previous)
+    assert set(whole.audit.filter(pl.col("rule") == "max_turnover").get_column("action")) == {
+        "flag",
+        "scale",
+        "reject",
+    }
+    monkeypatch.setattr(rules, "_BLOCK", 1)  # one date per block
+    small = supervise(targets, kpis, limits, previous)
+    assert small.approvals.equals(whole.approvals) and small.audit.equals(whole.audit)
 
 
 def test_audit_log_has_one_row_per_trigger_with_its_reason() -> None:

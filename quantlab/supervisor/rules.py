@@ -21,7 +21,9 @@ strategy-level flags so a reader sees why a name was cut; every triggered rule i
 
 Implementation: rows become integer codes sorted by (strategy, date, symbol); each rule is a segment
 reduction per (strategy, date) in numpy with per-strategy limits, text is formatted only for the rules
-that fired, and rule 9 is one loop over the dates on (strategies x symbols) arrays.
+that fired. Rule 9 measures every date against the previous target book at once, on dense (date,
+strategy, symbol) blocks; only the strategies whose held book differs from their target after a hit step
+date by date (see `_turnover`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from quantlab.codes import run_codes
 from quantlab.supervisor.spec import RiskLimits
 
 _EPS = 1e-12
@@ -39,6 +42,7 @@ DUST = 1e-4  # a name a partial move leaves under 1 bp that the target no longer
 RULES = tuple(RiskLimits.model_fields)
 _ACTIONS = ("flag", "scale", "reject")
 _SCALE, _REJECT = 1, 2  # indices in _ACTIONS
+_BLOCK = 1 << 20  # elements of a dense (date, strategy, symbol) block of the turnover rule
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,10 @@ class _Book:
     score: np.ndarray
     grp: np.ndarray  # group of each row
     starts: np.ndarray  # first row of each group
+    ends: np.ndarray  # one past its last row
     g_s: np.ndarray  # strategy code of each group
     g_d: np.ndarray  # date code of each group
+    g_key: np.ndarray  # strategy code * number of dates + date code of each group (ascending)
     max_dd: np.ndarray  # per group
 
     def reduce(self, ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
@@ -101,27 +107,41 @@ def _measure(name: str, b: _Book, lim_g: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def _scale(name: str, b: _Book, scale_g: np.ndarray, lim_g: np.ndarray, m_g: np.ndarray) -> None:
     """Apply `scale` in place to the rows of the groups in `scale_g`."""
-    on = scale_g[b.grp]
-    w = b.w
-    lim_row = lim_g[b.grp]
+    g = np.flatnonzero(scale_g)
+    if not g.size or name == "max_drawdown":  # max_drawdown cannot be scaled away: scale acts as flag
+        return
+    idx = _ranges(b.starts[g], b.ends[g])
+    grp, w = b.grp[idx], b.w[idx]
     if name == "min_score":
-        conv = np.nan_to_num(b.score * np.sign(w), nan=-np.inf)
-        w[on & (w != 0) & (conv < lim_row)] = 0.0
+        conv = np.nan_to_num(b.score[idx] * np.sign(w), nan=-np.inf)
+        w[(w != 0) & (conv < lim_g[grp])] = 0.0
     elif name == "max_positions":
-        idx = np.flatnonzero(on)
-        if idx.size:
-            order = np.lexsort((idx, -np.abs(w[idx]), b.grp[idx]))  # |w| descending, ties by symbol
-            g_sorted = b.grp[idx][order]
-            first = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
-            rank = np.arange(idx.size) - np.repeat(first, np.diff(np.r_[first, idx.size]))
-            w[idx[order[rank >= lim_g[g_sorted]]]] = 0.0
+        order = np.lexsort((idx, -np.abs(w), grp))  # |w| descending, ties by symbol
+        g_sorted = grp[order]
+        first = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
+        rank = np.arange(idx.size) - np.repeat(first, np.diff(np.r_[first, idx.size]))
+        w[order[rank >= lim_g[g_sorted]]] = 0.0
     elif name == "max_symbol_weight":
-        np.copyto(w, np.clip(w, -lim_row, lim_row), where=on)
-    elif name in ("max_long_gross", "max_short_gross", "max_gross", "max_net"):
-        factor = np.where(scale_g, lim_g / np.where(m_g > 0, m_g, 1.0), 1.0)[b.grp]
-        side = w > 0 if name == "max_long_gross" else w < 0 if name == "max_short_gross" else np.ones_like(on)
-        np.copyto(w, w * factor, where=side)
-    # max_drawdown cannot be scaled away: scale acts as flag
+        w = np.clip(w, -lim_g[grp], lim_g[grp])
+    else:  # max_long_gross, max_short_gross, max_gross, max_net: shrink the side
+        side = w > 0 if name == "max_long_gross" else w < 0 if name == "max_short_gross" else slice(None)
+        w[side] *= (lim_g / np.where(m_g > 0, m_g, 1.0))[grp][side]
+    b.w[idx] = w
+
+
+def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The indices of the ranges [lo, hi), concatenated."""
+    cnt = hi - lo
+    return np.repeat(lo - np.cumsum(cnt) + cnt, cnt) + np.arange(cnt.sum())
+
+
+def _group_of(b: _Book, s: np.ndarray, d: np.ndarray, n_dates: int) -> np.ndarray:
+    """The group of each (strategy, date) pair, -1 where it has no rows."""
+    key = s * n_dates + d
+    if not len(b.g_key):
+        return np.full(len(key), -1)
+    g = np.minimum(np.searchsorted(b.g_key, key), len(b.g_key) - 1)
+    return np.where(b.g_key[g] == key, g, -1)
 
 
 def _turnover(
@@ -131,81 +151,140 @@ def _turnover(
     pres_d: np.ndarray,
     per: list[RiskLimits],
     n_dates: int,
-    n_syms: int,
     held: np.ndarray,
 ) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
     """Rule 9 in date order. Updates `b.w` (and `rejected`, per group); returns the hits (strategy,
-    date, measured) and the extra rows (strategy, date, symbol, weight) a partial move keeps."""
+    date, measured) and the extra rows (strategy, date, symbol, weight) a partial move keeps.
+
+    While a strategy holds its target books, its turnover is measured against its previous target book
+    (the "chain"): that is computed for every date at once, on dense (date, strategy, symbol) blocks.
+    Only a `scale` or `reject` hit makes the held book differ from the target; from there the strategies
+    in such an episode step one date at a time (all of them at once) until a date within the limit.
+    """
     limit, action = _rule_arrays("max_turnover", per)
     has = action >= 0
-    n_s = len(per)
-    empty = np.zeros(0, dtype=np.int64)
     keep = has[pres_s]
     pres_s, pres_d = pres_s[keep], pres_d[keep]
+    n_s, n_n = held.shape
     days_on = np.unique(pres_d)
+    n_k = len(days_on)
     k_of = np.searchsorted(days_on, pres_d)
-    present = np.zeros((len(days_on), n_s), dtype=bool)
+    present = np.zeros((n_k, n_s), dtype=bool)
     present[k_of, pres_s] = True
-    rej = np.zeros((len(days_on), n_s), dtype=bool)
-    g_on = has[b.g_s] & rejected
-    rej[np.searchsorted(days_on, b.g_d[g_on]), b.g_s[g_on]] = True
-    rows = np.flatnonzero(has[b.s])
-    rows = rows[np.argsort(b.d[rows], kind="stable")]
-    r_ptr = np.searchsorted(b.d[rows], np.r_[days_on, n_dates])
-    r_s, r_n = b.s[rows], b.n[rows]
-    r_val = np.where(rejected[b.grp[rows]], 0.0, b.w[rows])
-    new_w = r_val.copy()
+    same = np.r_[False, pres_s[1:] == pres_s[:-1]]  # presents are sorted by (strategy, date)
+    prev_k = np.full((n_k, n_s), -1)  # the strategy's previous target date
+    prev_k[k_of, pres_s] = np.where(same, np.r_[-1, k_of[:-1]], -1)
     lim = np.where(has, limit, np.inf)
-    scale_s, reject_s = action == _SCALE, action == _REJECT
-    hit_s, hit_d, hit_to, extra = [], [], [], []
-    for k in range(len(days_on)):
-        lo, hi = r_ptr[k], r_ptr[k + 1]
-        rs, rn = r_s[lo:hi], r_n[lo:hi]
-        cand = held.copy()
-        cand[present[k]] = 0.0
-        cand[rs, rn] = r_val[lo:hi]
-        diff = cand - held
-        to = np.abs(diff).sum(axis=1)
-        hit = present[k] & ~rej[k] & (to > lim + _EPS)
-        if hit.any():
-            hs = np.flatnonzero(hit)
-            hit_s.append(hs)
-            hit_d.append(np.full(hs.size, days_on[k]))
-            hit_to.append(to[hs])
-            sc = hs[scale_s[hs]]
-            if sc.size:  # move part of the way; names the target dropped stay unless under DUST
-                moved = held[sc] + diff[sc] * (lim[sc] / to[sc])[:, None]
-                dropped = diff[sc] == -held[sc]
-                moved[dropped & (np.abs(moved) < DUST)] = 0.0
-                cand[sc] = moved
-                si, ni = np.nonzero(dropped & (moved != 0))
-                if si.size:
-                    extra.append((sc[si], np.full(si.size, days_on[k]), ni, moved[si, ni]))
-            cand[hs[reject_s[hs]]] = 0.0
-            new_w[lo:hi] = cand[rs, rn]
-        held = cand  # absent strategies keep their book (their row of cand is the held one)
-    b.w[rows] = np.where(rejected[b.grp[rows]], b.w[rows], new_w)
-    hits = (
-        (np.concatenate(hit_s), np.concatenate(hit_d), np.concatenate(hit_to))
-        if hit_s
-        else (empty, empty, np.zeros(0))
-    )
-    rejects = reject_s[hits[0]]
-    if rejects.any():  # a turnover rejection rejects its (strategy, date) group
-        key = hits[0][rejects] * n_dates + hits[1][rejects]
-        group_key = b.g_s * n_dates + b.g_d  # ascending: rows are sorted by (strategy, date)
-        g = np.minimum(np.searchsorted(group_key, key), len(group_key) - 1)
-        rejected[g[group_key[g] == key]] = True
+    lim_eps = np.full((n_k, n_s), np.inf)  # the hit threshold; none on a date rejected by an earlier rule
+    lim_eps[k_of, pres_s] = lim[pres_s] + _EPS
+    g_on = has[b.g_s] & rejected
+    lim_eps[np.searchsorted(days_on, b.g_d[g_on]), b.g_s[g_on]] = np.inf
+    # the groups by block position (a rejected date's target book is cash: its rows are left out)
+    g_k = np.searchsorted(days_on, b.g_d)
+    g_key = b.g_s * n_k + g_k  # ascending
+    g_flat = (g_k * n_s + b.g_s) * n_n
+    scale_s, reject_s, stepped = action == _SCALE, action == _REJECT, action >= _SCALE
+    any_reject = bool(reject_s.any())
+    block = max(1, min(n_k, _BLOCK // max(n_s * n_n, 1)))
+    dense = np.empty((block + 1, n_s, n_n))  # [0]: `last`; [1 + j]: the target books of date k0 + j
+    change = np.empty((block, n_s, n_n))
+    last = held.copy()  # each strategy's target book on its last date before the block
+    book = np.zeros((n_s, n_n))  # the held book of the strategies in an episode
+    episode = np.zeros(n_s, dtype=bool)
+    empty = np.zeros(0, dtype=np.int64)
+    hit_s, hit_k, hit_to, extra = [empty], [empty], [np.zeros(0)], []
+    for k0 in range(0, n_k, block):
+        k1 = min(k0 + block, n_k)
+        n_j = k1 - k0
+        dense[0] = last
+        dense[1:].fill(0.0)
+        g = _ranges(*np.searchsorted(g_key, np.flatnonzero(has) * n_k + np.array([[k0], [k1]])))
+        g = g[~rejected[g]]
+        rows = _ranges(b.starts[g], b.ends[g])
+        dense.reshape(-1)[
+            np.repeat(g_flat[g] - (k0 - 1) * n_s * n_n, b.ends[g] - b.starts[g]) + b.n[rows]
+        ] = b.w[rows]
+        pres, lim_b = present[k0:k1], lim_eps[k0:k1]
+        src = np.maximum(prev_k[k0:k1] - k0 + 1, 0)  # the row of `dense` with the previous target book
+        diff = np.subtract(dense[1 : n_j + 1], dense[:n_j], out=change[:n_j])
+        to = np.abs(diff, out=diff).sum(axis=2)
+        gj, gs = np.nonzero(pres & (src != np.arange(n_j)[:, None]))  # a previous target date further back
+        to[gj, gs] = np.abs(dense[gj + 1, gs] - dense[src[gj, gs], gs]).sum(axis=1)
+        chain_hit = to > lim_b
+        fj, fs = np.nonzero(chain_hit & ~stepped)  # a flag changes nothing: its hits are the chain's
+        hit_s.append(fs)
+        hit_k.append(fj + k0)
+        hit_to.append(to[fj, fs])
+        starts = chain_hit & stepped
+        start_any = starts.any(axis=1)
+        steps, step_j = [], []
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for j in range(n_j):
+                if not (start_any[j] or episode.any()):
+                    continue
+                items = (pres[j] & (episode | starts[j])).nonzero()[0]
+                if start_any[j]:
+                    new = items[~episode[items]]
+                    book[new] = dense[src[j, new], new]
+                h = book[items]
+                diff = dense[j + 1, items] - h
+                t = np.add.reduce(np.abs(diff), axis=1)
+                hit = t > lim_b[j, items]
+                moved = h + diff * (lim[items] / t)[:, None]  # scale: part of the way
+                dropped = diff == -h  # names the target dropped stay unless under DUST
+                np.putmask(moved, dropped & (np.abs(moved) < DUST), 0.0)
+                book[items] = moved  # what a strategy leaving its episode keeps is not read again
+                if any_reject:
+                    book[items[hit & reject_s[items]]] = 0.0  # a rejection holds cash
+                episode[items] = hit
+                steps.append((items, t, hit, moved, dropped))
+                step_j.append(j)
+        if steps:
+            it, t, hit, moved, dropped = (np.concatenate(c) for c in zip(*steps, strict=True))
+            kk = np.repeat(np.array(step_j) + k0, [len(x[0]) for x in steps])
+            hit_s.append(it[hit])
+            hit_k.append(kk[hit])
+            hit_to.append(t[hit])
+            sc = hit & scale_s[it]
+            ms, md, moved, dropped = it[sc], days_on[kk[sc]], moved[sc], dropped[sc]
+            g = _group_of(b, ms, md, n_dates)  # the moved books' rows take their weights
+            on = np.flatnonzero(g >= 0)
+            at = _ranges(b.starts[g[on]], b.ends[g[on]])
+            b.w[at] = moved[np.repeat(on, b.ends[g[on]] - b.starts[g[on]]), b.n[at]]
+            mi, ni = np.nonzero(dropped & (moved != 0))  # the names the target dropped: extra rows
+            extra.append((ms[mi], md[mi], ni, moved[mi, ni]))
+        covered = pres.any(axis=0)
+        last_j = n_j - np.argmax(pres[::-1], axis=0)  # the row of `dense` with its last target book
+        last[covered] = dense[last_j[covered], np.flatnonzero(covered)]
+    hs, hd, ht = np.concatenate(hit_s), days_on[np.concatenate(hit_k)], np.concatenate(hit_to)
+    rejects = action[hs] == _REJECT
+    g = _group_of(b, hs[rejects], hd[rejects], n_dates)  # a turnover rejection rejects its group
+    rejected[g[g >= 0]] = True
     cols = (
         tuple(np.concatenate(c) for c in zip(*extra, strict=True))
         if extra
         else (empty, empty, empty, np.zeros(0))
     )
-    return hits, cols
+    return (hs, hd, ht), cols
 
 
-def _codes(values: pl.Series, keys: list) -> np.ndarray:
-    return values.cast(pl.Enum(keys)).to_physical().to_numpy().astype(np.int64)
+def _kpi(
+    kpis_full: pl.DataFrame, ids: list[str], first_day: int, n_days: int, keys: np.ndarray
+) -> np.ndarray:
+    """`max_dd` of each (strategy code * n_days + day) key, NaN where missing."""
+    kp = kpis_full.filter(
+        pl.col("strategy").is_in(ids)
+        & pl.col("date").cast(pl.Int32).is_between(first_day, first_day + n_days - 1)
+    ).select(
+        key=pl.col("strategy").cast(pl.Enum(ids)).to_physical().cast(pl.Int64) * n_days
+        + (pl.col("date").cast(pl.Int32) - first_day),
+        max_dd=pl.col("max_dd").cast(pl.Float64),
+    )
+    k, v = kp.get_column("key").to_numpy(), kp.get_column("max_dd").to_numpy()
+    by = np.argsort(k, kind="stable")
+    k, v = k[by], v[by]
+    at = np.minimum(np.searchsorted(k, keys), max(len(k) - 1, 0))
+    return np.where(k[at] == keys, v[at], np.nan) if len(k) else np.full(len(keys), np.nan)
 
 
 def supervise(
@@ -222,7 +301,7 @@ def supervise(
     strategy id. `previous`: each strategy's approved book on its last target date before the range
     (strategy, symbol, approved_weight), the state of `max_turnover`.
     """
-    ids = sorted(targets.get_column("strategy").unique().to_list())
+    s_all, ids = run_codes(targets.get_column("strategy"))
     per = [limits if isinstance(limits, RiskLimits) else limits[s] for s in ids]
     if "score" not in targets.columns:
         targets = targets.with_columns(score=pl.lit(None, dtype=pl.Float64))
@@ -232,47 +311,37 @@ def supervise(
         else pl.DataFrame(schema={"strategy": pl.String, "symbol": pl.String, "approved_weight": pl.Float64})
     )
     prev = prev.filter(pl.col("strategy").is_in(ids) & (pl.col("approved_weight") != 0))
-    held_df = targets.filter(pl.col("weight") != 0)
-    syms = sorted(
-        set(held_df.get_column("symbol").unique().to_list()) | set(prev.get_column("symbol").to_list())
-    )
-    dates = targets.get_column("date").unique().sort()
-    first_day = int(dates.cast(pl.Int32).min()) if dates.len() else 0
-    n_days = int(dates.cast(pl.Int32).max()) - first_day + 1 if dates.len() else 1
-    df = held_df.select(
-        s=pl.col("strategy").cast(pl.Enum(ids)).to_physical().cast(pl.Int64),
-        d=(pl.col("date").cast(pl.Int32) - first_day).cast(pl.Int64),
-        n=pl.col("symbol").cast(pl.Enum(syms)).to_physical().cast(pl.Int64),
-        weight=pl.col("weight").cast(pl.Float64),
-        score=pl.col("score").cast(pl.Float64),
-    )
-    cols = {c: df.get_column(c).to_numpy() for c in df.columns}
-    order = np.argsort((cols["s"] * n_days + cols["d"]) * max(len(syms), 1) + cols["n"], kind="stable")
-    s, d, n = cols["s"][order], cols["d"][order], cols["n"][order]
-    kp = kpis_full.filter(pl.col("strategy").is_in(ids)).select(
-        s=pl.col("strategy").cast(pl.Enum(ids)).to_physical().cast(pl.Int64),
-        d=(pl.col("date").cast(pl.Int32) - first_day).cast(pl.Int64),
-        max_dd=pl.col("max_dd").cast(pl.Float64),
-    )
+    weight = targets.get_column("weight")
+    keep = (weight != 0).fill_null(False).to_numpy()
+    symbol = targets.get_column("symbol").filter(keep)
+    syms = sorted(set(symbol.unique().to_list()) | set(prev.get_column("symbol").to_list()))
+    day = targets.get_column("date").cast(pl.Int32)
+    first_day = int(day.min()) if day.len() else 0
+    n_days = int(day.max()) - first_day + 1 if day.len() else 1
+    d_all = day.to_numpy().astype(np.int64) - first_day
+    n_held = symbol.cast(pl.Enum(syms)).to_physical().cast(pl.Int64).to_numpy()
+    rows = np.flatnonzero(keep)
+    order = np.argsort((s_all[rows] * n_days + d_all[rows]) * max(len(syms), 1) + n_held, kind="stable")
+    rows = rows[order]
+    s, d, n = s_all[rows], d_all[rows], n_held[order]
     new = np.ones(len(s), dtype=bool)
     new[1:] = (s[1:] != s[:-1]) | (d[1:] != d[:-1])
     starts = np.flatnonzero(new)
-    groups = pl.DataFrame({"s": s[starts], "d": d[starts]}).join(
-        kp, on=["s", "d"], how="left", maintain_order="left"
-    )
-    target = cols["weight"][order]
+    target = weight.cast(pl.Float64).to_numpy()[rows]
     b = _Book(
         s=s,
         d=d,
         n=n,
         target=target,
         w=target.copy(),
-        score=cols["score"][order],
+        score=targets.get_column("score").cast(pl.Float64).to_numpy()[rows],
         grp=np.cumsum(new) - 1,
         starts=starts,
+        ends=np.r_[starts[1:], len(s)],
         g_s=s[starts],
         g_d=d[starts],
-        max_dd=groups.get_column("max_dd").to_numpy(),
+        g_key=s[starts] * n_days + d[starts],
+        max_dd=_kpi(kpis_full, ids, first_day, n_days, s[starts] * n_days + d[starts]),
     )
     rejected = np.zeros(len(starts), dtype=bool)
     audit_parts: list[dict] = []
@@ -299,19 +368,16 @@ def supervise(
         )
         _scale(name, b, hit & (act_g == _SCALE), lim_g, m_g)
         rejected |= hit & (act_g == _REJECT)
-    zero_only = targets.filter(pl.col("weight") == 0).select(
-        key=pl.col("strategy").cast(pl.Enum(ids)).to_physical().cast(pl.Int64) * n_days
-        + (pl.col("date").cast(pl.Int32) - first_day).cast(pl.Int64)
-    )
-    pres_key = b.g_s * n_days + b.g_d  # sorted and unique: the rows are sorted by (strategy, date)
-    if zero_only.height:
-        pres_key = np.union1d(pres_key, zero_only.get_column("key").to_numpy())
+    zero = (weight == 0).fill_null(False).to_numpy()
+    pres_key = b.g_key
+    if zero.any():  # a date with only zero weights is a target date too
+        pres_key = np.union1d(pres_key, s_all[zero] * n_days + d_all[zero])
     held = np.zeros((len(ids), len(syms)))
     if prev.height:
-        held[_codes(prev.get_column("strategy"), ids), _codes(prev.get_column("symbol"), syms)] = (
-            prev.get_column("approved_weight").to_numpy()
-        )
-    hits, extra = _turnover(b, rejected, pres_key // n_days, pres_key % n_days, per, n_days, len(syms), held)
+        held[
+            run_codes(prev.get_column("strategy"), ids)[0], run_codes(prev.get_column("symbol"), syms)[0]
+        ] = prev.get_column("approved_weight").to_numpy()
+    hits, extra = _turnover(b, rejected, pres_key // n_days, pres_key % n_days, per, n_days, held)
     return _assemble(b, rejected, audit_parts, hits, extra, ids, syms, first_day, per)
 
 
@@ -326,140 +392,120 @@ def _assemble(
     first_day: int,
     per: list[RiskLimits],
 ) -> Supervision:
-    """Approvals and audit frames from the arrays (codes back to strings, flags and reasons)."""
+    """Approvals and audit frames from the arrays: codes back to strings, and the text (reason and flags)
+    formatted once per trigger and per (date, strategy), then gathered onto the rows."""
     t_limit, t_action = _rule_arrays("max_turnover", per)
     ts, td, t_to = hits
-    parts = [
-        pl.DataFrame(
-            {
-                "s": b.g_s[p["g"]],
-                "d": b.g_d[p["g"]],
-                "rank": p["rank"],
-                "action": p["action"],
-                "limit": p["limit"],
-                "measured": p["measured"],
-                "below": p["below"],
-            },
-            schema_overrides={
-                "s": pl.Int64,
-                "d": pl.Int64,
-                "rank": pl.Int64,
-                "action": pl.Int64,
-                "below": pl.Int64,
-            },
-        )
-        for p in audit_parts
-    ]
-    parts.append(
-        pl.DataFrame(
-            {
-                "s": ts,
-                "d": td,
-                "rank": np.full(len(ts), len(RULES) - 1),
-                "action": t_action[ts],
-                "limit": t_limit[ts],
-                "measured": t_to,
-                "below": np.zeros(len(ts), dtype=np.int64),
-            },
-            schema={
-                "s": pl.Int64,
-                "d": pl.Int64,
-                "rank": pl.Int64,
-                "action": pl.Int64,
-                "limit": pl.Float64,
-                "measured": pl.Float64,
-                "below": pl.Int64,
-            },
-        )
-    )
-    audit = pl.concat(parts).sort(
-        pl.col("d") * (len(RULES) * len(ids)) + pl.col("s") * len(RULES) + pl.col("rank")
-    )
-    limit_text = {v: f"{v:g}" for v in audit.get_column("limit").unique().to_list()}
-    head = pl.format(
-        "{}[{}]",
-        pl.col("rank").replace_strict(list(range(len(RULES))), list(RULES), return_dtype=pl.String),
-        pl.col("action").replace_strict([0, 1, 2], list(_ACTIONS), return_dtype=pl.String),
-    )
-    lim = pl.col("limit").replace_strict(limit_text, return_dtype=pl.String)
-    audit = audit.with_columns(
-        reason=pl.when(pl.col("rank") == RULES.index("min_score"))
-        .then(pl.format("{}: {} names below {} (lowest {})", head, "below", lim, pl.col("measured").round(4)))
-        .otherwise(pl.format("{}: {} > {}", head, pl.col("measured").round(4), lim))
-    )
     n_s, n_n = len(ids), len(syms)
-    # flags per (date, strategy): the reasons of its triggers in rule order (most groups have one)
-    audit = audit.with_columns(gk=pl.col("d") * n_s + pl.col("s"))
-    gk = audit.get_column("gk").to_numpy()
-    first = np.r_[True, gk[1:] != gk[:-1]] if len(gk) else np.zeros(0, dtype=bool)
-    single = first & np.r_[first[1:], True] if len(gk) else first
-    multi = (
-        audit.filter(pl.Series(~single))
-        .group_by("gk", maintain_order=True)
-        .agg(pl.col("reason").str.join("; ").alias("risk_flags"))
+    cols = {
+        "s": [b.g_s[p["g"]] for p in audit_parts] + [ts],
+        "d": [b.g_d[p["g"]] for p in audit_parts] + [td],
+        "rank": [p["rank"] for p in audit_parts] + [np.full(len(ts), len(RULES) - 1)],
+        "action": [p["action"] for p in audit_parts] + [t_action[ts]],
+        "limit": [p["limit"] for p in audit_parts] + [t_limit[ts]],
+        "measured": [p["measured"] for p in audit_parts] + [t_to],
+        "below": [p["below"] for p in audit_parts] + [np.zeros(len(ts), dtype=np.int64)],
+    }
+    arr = {k: np.concatenate(v) for k, v in cols.items()}
+    gk = arr["d"] * n_s + arr["s"]  # (date, strategy) of each trigger
+    by = np.argsort(gk * len(RULES) + arr["rank"])  # unique: a rule triggers once per (date, strategy)
+    arr = {k: v[by].astype(np.float64 if k in ("limit", "measured") else np.int64) for k, v in arr.items()}
+    gk = gk[by]
+    # each trigger's reason: the text around its measure, built once per (rule, action, limit)
+    lims, lim_i = np.unique(arr["limit"], return_inverse=True)
+    combos, code = np.unique(
+        (arr["rank"] * len(_ACTIONS) + arr["action"]) * len(lims) + lim_i, return_inverse=True
     )
-    flags = pl.concat([audit.filter(pl.Series(single)).select("gk", risk_flags="reason"), multi]).sort("gk")
-    group_gk = b.g_d * n_s + b.g_s
-    by_gk = np.argsort(group_gk)
-    flag_gk = flags.get_column("gk").to_numpy()
-    at = np.minimum(np.searchsorted(group_gk, flag_gk, sorter=by_gk), max(len(by_gk) - 1, 0))
-    flag_rejected = (
-        rejected[by_gk[at]] & (group_gk[by_gk[at]] == flag_gk)
-        if len(by_gk)
-        else np.zeros(len(flag_gk), dtype=bool)
-    )
-    flags = flags.with_columns(
-        reason=pl.when(pl.Series(flag_rejected))
-        .then(pl.format("rejected: {}", "risk_flags"))
-        .otherwise(pl.format("approved with adjustments: {}", "risk_flags"))
-    )
+    rank_c, rest = np.divmod(combos, len(_ACTIONS) * len(lims))
+    head, around = [], []
+    for r, a, v in zip(
+        rank_c.tolist(), (rest // len(lims)).tolist(), lims[rest % len(lims)].tolist(), strict=True
+    ):
+        head.append(f"{RULES[r]}[{_ACTIONS[a]}]: ")
+        around.append(f" names below {v:g} (lowest " if RULES[r] == "min_score" else f" > {v:g}")
+    head_s, around_s = pl.Series(head, dtype=pl.String), pl.Series(around, dtype=pl.String)
+    measured = pl.Series(arr["measured"]).round(4).cast(pl.String)
+    reason = pl.select(pl.concat_str(head_s.gather(code), measured, around_s.gather(code))).to_series()
+    is_min = np.flatnonzero(arr["rank"] == RULES.index("min_score"))
+    if is_min.size:  # "<head>: <below> names below <limit> (lowest <measured>)"
+        below = pl.Series(arr["below"][is_min]).cast(pl.String)
+        c = code[is_min]
+        text = pl.concat_str(
+            head_s.gather(c), below, around_s.gather(c), measured.gather(is_min), pl.lit(")")
+        )
+        reason.scatter(is_min, pl.select(text).to_series())
+    # flags per (date, strategy): the reasons of its triggers in rule order, joined by "; "
+    first = np.flatnonzero(np.r_[True, gk[1:] != gk[:-1]]) if len(gk) else np.zeros(0, dtype=np.int64)
+    cnt = np.diff(np.r_[first, len(gk)])
+    flag_gk = gk[first]
+    flags = reason.gather(first)
+    multi = np.flatnonzero(cnt > 1)
+    if multi.size:
+        m_first, m_cnt = first[multi], cnt[multi]
+        none = pl.Series([None], dtype=pl.String)
+        parts = [
+            reason.gather(m_first + np.minimum(i, m_cnt - 1)).zip_with(pl.Series(m_cnt > i), none)
+            for i in range(int(m_cnt.max()))
+        ]
+        flags.scatter(multi, pl.select(pl.concat_str(parts, separator="; ", ignore_nulls=True)).to_series())
+    # approval rows in (date, strategy, symbol) order: the groups reordered, the extra rows merged in
     xs, xd, xn, xw = extra
-    s_all = np.concatenate([b.s, xs])
-    d_all = np.concatenate([b.d, xd])
-    n_all = np.concatenate([b.n, xn])
-    rej_all = np.concatenate([rejected[b.grp], np.zeros(len(xw), dtype=bool)])
-    w_all = np.concatenate([b.w, xw])
-    order = np.argsort((d_all * n_s + s_all) * n_n + n_all, kind="stable")
-    s_all, d_all, n_all, rej_all = s_all[order], d_all[order], n_all[order], rej_all[order]
+    g_out = np.argsort(b.g_d * n_s + b.g_s)
+    rows = _ranges(b.starts[g_out], b.ends[g_out])
+    if len(xw):
+        key = (b.d[rows] * n_s + b.s[rows]) * n_n + b.n[rows]
+        x_key = (xd * n_s + xs) * n_n + xn
+        x_by = np.argsort(x_key, kind="stable")
+        at = np.searchsorted(key, x_key[x_by], side="right") + np.arange(len(xw))  # after equal rows
+        is_x = np.zeros(len(rows) + len(xw), dtype=bool)
+        is_x[at] = True
+        src = np.empty(len(is_x), dtype=np.int64)
+        src[~is_x] = rows
+        src[is_x] = len(b.s) + x_by
+    else:
+        src = rows
+    s_all = np.concatenate([b.s, xs])[src]
+    d_all = np.concatenate([b.d, xd])[src]
+    n_all = np.concatenate([b.n, xn])[src]
+    rej_all = np.concatenate([rejected[b.grp], np.zeros(len(xw), dtype=bool)])[src]
+    w_all = np.concatenate([b.w, xw])[src]
+    # each row's flags: looked up once per run of rows of one (date, strategy)
+    gk_row = d_all * n_s + s_all
+    run = (
+        np.flatnonzero(np.r_[True, gk_row[1:] != gk_row[:-1]]) if len(gk_row) else np.zeros(0, dtype=np.int64)
+    )
+    run_gk = gk_row[run]
+    pos = np.minimum(np.searchsorted(flag_gk, run_gk), max(len(flag_gk) - 1, 0))
+    found = flag_gk[pos] == run_gk if len(flag_gk) else np.zeros(len(run), dtype=bool)
+    run_flag = np.where(found, pos, len(flag_gk))  # the appended default
+    flag_rejected = np.zeros(len(flag_gk), dtype=bool)
+    flag_rejected[pos[found]] = rej_all[run[found]]
+    verdict = pl.Series(["approved with adjustments: ", "rejected: "]).gather(flag_rejected.astype(np.int64))
+    reasons = pl.select(pl.concat_str(verdict, flags)).to_series()
+    idx = np.repeat(run_flag, np.diff(np.r_[run, len(gk_row)]))
     names = pl.Series(ids, dtype=pl.String)
     symbols = pl.Series(syms, dtype=pl.String)
-    gk_row = d_all * n_s + s_all
-    pos = np.searchsorted(flag_gk, gk_row)
-    found = (
-        (pos < len(flag_gk)) & (flag_gk[np.minimum(pos, max(len(flag_gk) - 1, 0))] == gk_row)
-        if len(flag_gk)
-        else pos < 0
-    )
-    idx = np.where(found, pos, len(flag_gk))  # the appended default row
-    risk_flags = pl.concat([flags.get_column("risk_flags"), pl.Series([""])]).rechunk().gather(idx)
-    reason = pl.concat([flags.get_column("reason"), pl.Series(["approved: within all risk limits"])])
-    reason = reason.rechunk().gather(idx)
     approvals = pl.DataFrame(
         {
             "date": pl.Series(d_all + first_day, dtype=pl.Int32).cast(pl.Date),
             "strategy": names.gather(s_all) if n_s else pl.Series([], dtype=pl.String),
             "symbol": symbols.gather(n_all) if n_n else pl.Series([], dtype=pl.String),
-            "target_weight": np.concatenate([b.target, np.zeros(len(xw))])[order],
-            "approved_weight": np.where(rej_all, 0.0, w_all[order]),
+            "target_weight": np.concatenate([b.target, np.zeros(len(xw))])[src],
+            "approved_weight": np.where(rej_all, 0.0, w_all),
             "approved": ~rej_all,
-            "risk_flags": risk_flags,
-            "reason": reason,
+            "risk_flags": flags.append(pl.Series([""])).rechunk().gather(idx),
+            "reason": reasons.append(pl.Series(["approved: within all risk limits"])).rechunk().gather(idx),
         }
     )
-
-    def decode(frame: pl.DataFrame) -> pl.DataFrame:
-        return frame.with_columns(
-            date=(pl.col("d") + first_day).cast(pl.Int32).cast(pl.Date),
-            strategy=names.gather(frame.get_column("s")) if n_s else pl.lit(None, dtype=pl.String),
-        )
-
-    audit = decode(audit).select(
-        "date",
-        "strategy",
-        rule=pl.col("rank").replace_strict(list(range(len(RULES))), list(RULES), return_dtype=pl.String),
-        action=pl.col("action").replace_strict([0, 1, 2], list(_ACTIONS), return_dtype=pl.String),
-        limit="limit",
-        measured="measured",
-        reason="reason",
+    audit = pl.DataFrame(
+        {
+            "date": pl.Series(arr["d"] + first_day, dtype=pl.Int32).cast(pl.Date),
+            "strategy": names.gather(arr["s"]) if n_s else pl.Series([], dtype=pl.String),
+            "rule": pl.Series(RULES, dtype=pl.String).gather(arr["rank"]),
+            "action": pl.Series(_ACTIONS, dtype=pl.String).gather(arr["action"]),
+            "limit": arr["limit"],
+            "measured": arr["measured"],
+            "reason": reason,
+        }
     )
     return Supervision(approvals=approvals, audit=audit)

@@ -38,6 +38,7 @@ import numpy as np
 import polars as pl
 
 from quantlab.calendar import session_index, sessions, shift_sessions
+from quantlab.codes import run_codes
 from quantlab.world.risk_parity import erc_weights, ledoit_wolf, shrunk
 from quantlab.world.spec import SIDES, WorldSpec, days
 
@@ -50,6 +51,14 @@ EVENT_SCHEMA = {
     "value": pl.Float64,
     "limit": pl.Float64,
     "reason": pl.String,
+}
+
+
+# measures of the world book on its last axis (symbols)
+_BOOK_MEASURES = {
+    "max_gross": lambda book: np.abs(book).sum(axis=-1),
+    "max_net": lambda book: np.abs(book.sum(axis=-1)),
+    "max_symbol": lambda book: np.abs(book).max(axis=-1),
 }
 
 
@@ -100,19 +109,15 @@ def history_start(world: WorldSpec, start: dt.date) -> dt.date:
 
 
 def _positions(df: pl.DataFrame, rows: list[dt.date], members: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Row (session in `rows`) and column (member) index of each row of `df`; -1 where outside them."""
+    """Row (session in `rows`, ascending) and column (member) index of each row of `df`; -1 where outside
+    them (dates are looked up in a table over the rows' span)."""
+    if not rows:
+        return np.full(df.height, -1), np.full(df.height, -1)
     days_int = np.array([d.toordinal() for d in rows], dtype=np.int64) - dt.date(1970, 1, 1).toordinal()
-    dates = df.get_column("date").cast(pl.Int32).to_numpy().astype(np.int64)
-    r = np.searchsorted(days_int, dates)
-    r = np.where((r < len(days_int)) & (days_int[np.minimum(r, len(days_int) - 1)] == dates), r, -1)
-    c = (
-        df.select(
-            pl.col("strategy").cast(pl.Enum(members), strict=False).to_physical().cast(pl.Int64).fill_null(-1)
-        )
-        .to_series()
-        .to_numpy()
-    )
-    return r, c
+    table = np.full(days_int[-1] - days_int[0] + 3, -1)  # -1 at both ends: out of range clips to them
+    table[days_int - days_int[0] + 1] = np.arange(len(rows))
+    at = df.get_column("date").cast(pl.Int32).to_numpy().astype(np.int64) - (days_int[0] - 1)
+    return np.take(table, at, mode="clip"), run_codes(df.get_column("strategy"), members)[0]
 
 
 def _matrix(df: pl.DataFrame, col: str, rows: list[dt.date], members: list[str], fill: float) -> np.ndarray:
@@ -160,19 +165,24 @@ def capped_weights(
 
 
 def _raw_weights(
-    world: WorldSpec, live: np.ndarray, score: np.ndarray, vols: np.ndarray, rp: np.ndarray | None
+    world: WorldSpec,
+    live: np.ndarray,
+    score: np.ndarray | None,
+    vols: np.ndarray | None,
+    rp: np.ndarray | None,
 ) -> np.ndarray:
-    """Each session's raw weights of its live strategies by the world's method (0 elsewhere)."""
+    """Each session's raw weights of its live strategies by the world's method (0 elsewhere); `score`,
+    `vols` and `rp` are given for the method that uses them."""
     method = world.allocation.method
     ones = live.astype(np.float64)
-    if method == "inverse_vol":
+    if method == "inverse_vol" and vols is not None:
         ok = live & np.isfinite(vols) & (vols > 0)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no volatility at all
             med = np.nanmedian(np.where(ok, vols, np.nan), axis=1)
             raw = np.where(live, 1.0 / np.where(ok, vols, med[:, None]), 0.0)
         return np.where(ok.any(axis=1)[:, None], raw, ones)
-    if method == "score":
+    if method == "score" and score is not None:
         pos = np.where(live & np.isfinite(score), np.maximum(score, 0.0), 0.0)
         return np.where((pos.sum(axis=1) > 0)[:, None], pos, ones)
     if method == "risk_parity" and rp is not None:
@@ -246,12 +256,13 @@ def allocate_world(
     events: list[tuple] = []
 
     # state-independent, every session at once: the method's weights, capped, within the side budgets
-    rp = _risk_parity(world, ret_m, off, live_ok, frozen_on, days_) if alloc.method == "risk_parity" else None
+    method = alloc.method
+    rp = _risk_parity(world, ret_m, off, live_ok, frozen_on, days_) if method == "risk_parity" else None
     raw = _raw_weights(
         world,
         live_ok,
-        _matrix(decisions, "score", days_, members, np.nan),
-        _matrix(vol, "vol", days_, members, np.nan),
+        _matrix(decisions, "score", days_, members, np.nan) if method == "score" else None,
+        _matrix(vol, "vol", days_, members, np.nan) if method == "inverse_vol" else None,
         rp,
     )
     target, unmet = capped_weights(raw, live_ok, alloc.max_weight, alloc.full_investment)
@@ -264,12 +275,17 @@ def allocate_world(
         target[:, cols] *= factor[:, None]
     n_live = live_ok.sum(axis=1)
     window = days(alloc.risk_parity.window)
-    for k in np.flatnonzero(~frozen):
+    singular = (
+        (n_live > 1) & ~(np.isfinite(rp) | ~live_ok).all(axis=1)
+        if rp is not None
+        else np.zeros(n_t, dtype=bool)
+    )
+    for k in np.flatnonzero(~frozen & ((n_live == 0) | singular | unmet)):
         day, n = days_[k], int(n_live[k])
         if n == 0:
             why = "no live strategy" if day in decided else "no decision for this session"
             events.append((day, "no_live", None, None, f"{why}: the world holds cash"))
-        elif rp is not None and n > 1 and not np.isfinite(rp[k, live_ok[k]]).all():
+        elif singular[k]:
             why = f"covariance of {n} strategies over {window} sessions is singular: equal weights"
             events.append((day, "singular_covariance", None, None, why))
         if unmet[k]:
@@ -301,7 +317,7 @@ def allocate_world(
     b_ptr = np.searchsorted(b_k, np.arange(n_t + 1))
     max_symbol = risk.exposure.max_symbol if risk.exposure else None
     book_limits = [
-        (name, lim)
+        (name, lim, _BOOK_MEASURES[name])
         for name, lim in (
             ("max_gross", alloc.max_gross),
             ("max_net", alloc.max_net),
@@ -309,6 +325,10 @@ def allocate_world(
         )
         if lim is not None
     ]
+    measured = None  # without smoothing, a session's allocation is its target: its book measured at once
+    if book_limits and not smooth:
+        books_all = np.bincount(b_k * n_n + b_n, weights=target[b_k, b_s] * b_w, minlength=n_t * n_n)
+        measured = np.column_stack([f(books_all.reshape(n_t, n_n)) for _, _, f in book_limits])
 
     dc, dl = risk.drawdown_circuit, risk.daily_loss
     cooldown = days(dc.cooldown) if dc else 0
@@ -358,15 +378,14 @@ def allocate_world(
         # 4. limits on the world book, then the capital caps
         factor = 1.0
         if book_limits:
-            r = slice(b_ptr[k], b_ptr[k + 1])
-            book = np.bincount(b_n[r], weights=a[b_s[r]] * b_w[r], minlength=n_n)
-            measured = {
-                "max_gross": float(np.abs(book).sum()),
-                "max_net": abs(float(book.sum())),
-                "max_symbol": float(np.abs(book).max()),
-            }
-            for name, lim in book_limits:
-                value = measured[name]
+            if measured is None or frozen[k]:
+                r = slice(b_ptr[k], b_ptr[k + 1])
+                book = np.bincount(b_n[r], weights=a[b_s[r]] * b_w[r], minlength=n_n)
+                values = [f(book) for _, _, f in book_limits]
+            else:
+                values = measured[k]
+            for (name, lim, _), v in zip(book_limits, values, strict=True):
+                value = float(v)
                 if value > lim + _EPS:
                     factor = min(factor, lim / value)
                     why = f"world book {name[4:]} {value:.4f} > {lim:g}: every strategy weight scaled by {lim / value:.4f}"
@@ -385,10 +404,9 @@ def allocate_world(
     # the world book from the final weights, netted per symbol (contributions summed in strategy order)
     held_rows = np.flatnonzero(weights[b_k, b_s] != 0)
     b_k, b_s, b_n, b_w = b_k[held_rows], b_s[held_rows], b_n[held_rows], b_w[held_rows]
-    uniq, inverse = np.unique(b_k * n_n + b_n, return_inverse=True)
-    book_w = np.bincount(inverse, weights=weights[b_k, b_s] * b_w, minlength=len(uniq))
-    nz = np.abs(book_w) > _EPS
-    t_k, t_n, t_w = (uniq // n_n)[nz], (uniq % n_n)[nz], book_w[nz]
+    book_w = np.bincount(b_k * n_n + b_n, weights=weights[b_k, b_s] * b_w, minlength=n_t * n_n)
+    t_at = np.flatnonzero(np.abs(book_w) > _EPS)  # (session, symbol) ascending
+    t_k, t_n, t_w = t_at // n_n, t_at % n_n, book_w[t_at]
     t_ptr = np.searchsorted(t_k, np.arange(n_t + 1))
     exposures = [book_exposure(t_w[t_ptr[k] : t_ptr[k + 1]]) for k in range(n_t - 1)]
     prev_w = np.vstack([start_w[None, :], weights[:-1]])

@@ -1,0 +1,20 @@
+"""Integer codes of string columns (no Dagster imports)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+
+def run_codes(values: pl.Series, keys: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """The index of each value in `keys` (-1 where absent) and the keys (default: the sorted distinct
+    values). In a grouped column (runs of equal values) each run is looked up once."""
+    run = values.rle_id().to_numpy()
+    first = np.flatnonzero(np.diff(run, prepend=-1))
+    grouped = 2 * len(first) < len(values)
+    heads = values.gather(first) if grouped else values
+    keys = sorted(heads.unique().to_list()) if keys is None else list(keys)
+    codes = heads.cast(pl.Enum(keys), strict=False).to_physical().cast(pl.Int64).fill_null(-1).to_numpy()
+    return (codes[run] if grouped else codes), keys
