@@ -288,6 +288,33 @@ def test_turnover_scale_moves_part_of_the_way_in_date_order() -> None:
     TABLES["audit_log"].schema.validate(out.audit)
 
 
+def test_turnover_partial_move_keeps_a_name_an_earlier_rule_cut_in_its_own_row() -> None:
+    """A held name that `max_positions` cuts (its target row stays, weight 0) and a turnover `scale` keeps
+    in part gets that weight in its row: one approval row per (date, strategy, symbol), never an extra."""
+    books = [{"A": 0.5, "B": 0.5}, {"C": 0.6, "B": 0.3, "A": 0.1}]  # day 2: A is the smallest of three
+    limits = RiskLimits(
+        max_positions=Rule(limit=2, action="scale"), max_turnover=Rule(limit=0.4, action="scale")
+    )
+    kp = pl.DataFrame(schema={"date": pl.Date, "strategy": pl.String, "max_dd": pl.Float64})
+    out = supervise(
+        _book(books),
+        kp,
+        limits,
+        previous=_book(books[:1]).select("strategy", "symbol", approved_weight="weight"),
+    )
+    TABLES["approvals"].schema.validate(out.approvals)  # unique (date, strategy, symbol)
+    day2 = {
+        r["symbol"]: r
+        for r in out.approvals.filter(pl.col("date") == dt.date(2022, 6, 2)).iter_rows(named=True)
+    }
+    assert sorted(day2) == ["A", "B", "C"]
+    # turnover against {A 0.5, B 0.5} after the cut {C 0.6, B 0.3}: 0.5 + 0.2 + 0.6 = 1.3; moved 0.4 / 1.3
+    f = 0.4 / 1.3
+    assert day2["A"]["target_weight"] == 0.1 and day2["A"]["approved_weight"] == pytest.approx(0.5 * (1 - f))
+    assert day2["B"]["approved_weight"] == pytest.approx(0.5 - 0.2 * f)
+    assert day2["C"]["approved_weight"] == pytest.approx(0.6 * f)
+
+
 def test_turnover_ranged_equals_chunked_with_previous_book() -> None:
     """A range gives the same rows as its days run one at a time, each fed the previous day's book."""
     limits = {

@@ -250,8 +250,11 @@ def _turnover(
             g = _group_of(b, ms, md, n_dates)  # the moved books' rows take their weights
             on = np.flatnonzero(g >= 0)
             at = _ranges(b.starts[g[on]], b.ends[g[on]])
-            b.w[at] = moved[np.repeat(on, b.ends[g[on]] - b.starts[g[on]]), b.n[at]]
-            mi, ni = np.nonzero(dropped & (moved != 0))  # the names the target dropped: extra rows
+            rep = np.repeat(on, b.ends[g[on]] - b.starts[g[on]])
+            b.w[at] = moved[rep, b.n[at]]
+            has_row = np.zeros(moved.shape, dtype=bool)  # a name cut by an earlier rule keeps its row
+            has_row[rep, b.n[at]] = True
+            mi, ni = np.nonzero(dropped & (moved != 0) & ~has_row)  # names without a row: extra rows
             extra.append((ms[mi], md[mi], ni, moved[mi, ni]))
         covered = pres.any(axis=0)
         last_j = n_j - np.argmax(pres[::-1], axis=0)  # the row of `dense` with its last target book
