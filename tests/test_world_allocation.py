@@ -175,6 +175,27 @@ def test_ranged_equals_chunked_with_stored_state(method: str) -> None:
         assert bad.is_empty(), (name, bad)
 
 
+@pytest.mark.parametrize("method", ["equal", "risk_parity"])
+def test_book_rows_in_any_order(method: str) -> None:
+    """Books read in any row order, with rows of unknown strategies or at zero weight, give the same run
+    as the sorted books (usable rows are looked up per run of one (date, strategy))."""
+    w = world(**{**RICH, "allocation": {**RICH["allocation"], "method": method}})
+    data = inputs(crash=0.05)
+    whole = run(w, data, DAYS)
+    noise = pl.DataFrame(
+        {
+            "date": [DAYS[5], DAYS[5], DAYS[70]],
+            "strategy": ["zz_unknown", MEMBERS[0], MEMBERS[3]],
+            "symbol": ["S9", "S9", "S8"],
+            "approved_weight": [0.3, 0.0, 0.0],
+        }
+    )
+    shuffled = pl.concat([data["books"], noise]).sample(fraction=1.0, shuffle=True, seed=7)
+    out = run(w, {**data, "books": shuffled}, DAYS)
+    for name in ("allocations", "targets", "returns", "events"):
+        assert getattr(out, name).equals(getattr(whole, name)), name
+
+
 def test_circuit_breaker_caps_capital_until_cooldown_and_recovery() -> None:
     w = world(**RICH)
     out = run(w, inputs(crash=0.05), DAYS)

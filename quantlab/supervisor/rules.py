@@ -130,9 +130,15 @@ def _scale(name: str, b: _Book, scale_g: np.ndarray, lim_g: np.ndarray, m_g: np.
 
 
 def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """The indices of the ranges [lo, hi), concatenated."""
-    cnt = hi - lo
-    return np.repeat(lo - np.cumsum(cnt) + cnt, cnt) + np.arange(cnt.sum())
+    """The indices of the ranges [lo, hi), concatenated (a cumulative sum of steps: one array of the
+    output's size)."""
+    on = hi > lo
+    lo, hi = lo[on], hi[on]
+    out = np.ones(int((hi - lo).sum()), dtype=np.int64)
+    if len(lo):
+        out[0] = lo[0]
+        out[np.cumsum(hi - lo)[:-1]] = lo[1:] - hi[:-1] + 1  # the jump from the previous range's end
+    return np.cumsum(out, out=out)
 
 
 def _group_of(b: _Book, s: np.ndarray, d: np.ndarray, n_dates: int) -> np.ndarray:
@@ -321,12 +327,17 @@ def supervise(
     day = targets.get_column("date").cast(pl.Int32)
     first_day = int(day.min()) if day.len() else 0
     n_days = int(day.max()) - first_day + 1 if day.len() else 1
-    d_all = day.to_numpy().astype(np.int64) - first_day
-    n_held = symbol.cast(pl.Enum(syms)).to_physical().cast(pl.Int64).to_numpy()
+    d_all = day.to_numpy() - np.int32(first_day)  # int32, as stored
+    n_held = symbol.cast(pl.Enum(syms)).to_physical().to_numpy()  # uint32, polars' own buffer
     rows = np.flatnonzero(keep)
-    order = np.argsort((s_all[rows] * n_days + d_all[rows]) * max(len(syms), 1) + n_held, kind="stable")
+    key = s_all[rows] * n_days
+    key += d_all[rows]
+    key *= max(len(syms), 1)
+    key += n_held
+    order = np.argsort(key, kind="stable")
+    del key
     rows = rows[order]
-    s, d, n = s_all[rows], d_all[rows], n_held[order]
+    s, d, n = s_all[rows], d_all[rows].astype(np.int64), n_held[order].astype(np.int64)
     new = np.ones(len(s), dtype=bool)
     new[1:] = (s[1:] != s[:-1]) | (d[1:] != d[:-1])
     starts = np.flatnonzero(new)

@@ -120,6 +120,25 @@ def _positions(df: pl.DataFrame, rows: list[dt.date], members: list[str]) -> tup
     return np.take(table, at, mode="clip"), run_codes(df.get_column("strategy"), members)[0]
 
 
+def _book_rows(
+    books: pl.DataFrame, rows: list[dt.date], members: list[str], ok: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of `books` with a non-zero `approved_weight` whose (session, member) is `ok` (sessions x
+    members), and their session and member index; looked up once per run of rows of one (date, strategy)."""
+    date = books.get_column("date").cast(pl.Int32).to_numpy()
+    run = books.get_column("strategy").rle_id().to_numpy()
+    new = np.ones(books.height, dtype=bool)
+    new[1:] = (date[1:] != date[:-1]) | (run[1:] != run[:-1])
+    heads = np.flatnonzero(new)
+    k, s = _positions(books.select("date", "strategy")[heads], rows, members)
+    on = (k >= 0) & (s >= 0)
+    on[on] = ok[k[on], s[on]]
+    on_rows = np.repeat(on, np.diff(np.r_[heads, books.height]))
+    at = np.flatnonzero(on_rows & (books.get_column("approved_weight").to_numpy() != 0))
+    head = np.searchsorted(heads, at, side="right") - 1
+    return at, k[head], s[head]
+
+
 def _matrix(df: pl.DataFrame, col: str, rows: list[dt.date], members: list[str], fill: float) -> np.ndarray:
     out = np.full((len(rows), len(members)), fill, dtype=np.float64)
     if df.height == 0:
@@ -300,15 +319,12 @@ def allocate_world(
     fresh = (1.0 - smooth) * target
 
     # the approved books, rows sorted by (session, strategy, symbol)
-    b_k, b_s = _positions(books, days_, members)
-    inside = (b_k >= 0) & (b_s >= 0)
-    b_w = books.get_column("approved_weight").to_numpy()
     # only the books that can get capital: live (and not rejected) that day, or any on an evaluate-only day
-    usable = np.flatnonzero(inside & (b_w != 0) & (live_ok[b_k, b_s] | frozen[b_k]))
+    usable, b_k, b_s = _book_rows(books, days_, members, live_ok | frozen[:, None])
     bk_symbols = books.get_column("symbol").gather(usable)
     symbols = sorted(bk_symbols.unique().to_list())
     n_n = max(len(symbols), 1)
-    b_k, b_s, b_w = b_k[usable], b_s[usable], b_w[usable]
+    b_w = books.get_column("approved_weight").to_numpy()[usable]
     b_n = bk_symbols.cast(pl.Enum(symbols)).to_physical().cast(pl.Int64).to_numpy()
     key = (b_k * n_m + b_s) * n_n + b_n
     if len(key) and (np.diff(key) < 0).any():  # the supervisor writes them sorted; a warehouse read may not
