@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from quantlab.features.library import FEATURE_NAMES, _as_panel, _finite, _xs_mean
-from quantlab.features.panel import Panel
+from quantlab.features.panel import Panel, shift_rows
 from quantlab.features.parallel import tasks
 
 __all__ = [
@@ -79,13 +79,6 @@ def check_no_label_leakage(feature_names: Iterable[str]) -> None:
 check_no_label_leakage(FEATURE_NAMES)  # the feature library itself must never contain a label
 
 
-def _lead(x: np.ndarray, h: int, fill: float | int) -> np.ndarray:
-    """`x` h rows later in the symbol (`fill` where the symbol has fewer than h more rows)."""
-    out = np.full_like(x, fill)
-    out[:-h] = x[h:]
-    return out
-
-
 def compute_labels(ohlcv: pl.DataFrame | Panel, names: Sequence[str] = LABEL_NAMES) -> pl.DataFrame:
     """Forward labels in long format ``date, symbol, label, horizon, asof_date, value`` (see LONG_SCHEMA).
 
@@ -108,8 +101,8 @@ def compute_labels(ohlcv: pl.DataFrame | Panel, names: Sequence[str] = LABEL_NAM
     day = panel.matrix(panel.bar_day, fill=-1)
     horizons = sorted({LABELS[n].horizon for n in names})  # every label derives from fwd_ret_<horizon>
     with np.errstate(all="ignore"):
-        ret = {h: _finite(_lead(close, h, np.nan) / close - 1) for h in horizons}
-        asof = {h: _lead(day, h, -1) for h in horizons}
+        ret = {h: _finite(shift_rows(close, -h) / close - 1) for h in horizons}
+        asof = {h: shift_rows(day, -h, -1) for h in horizons}
         columns: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # label -> (values, as-of day index)
         for n in names:
             h = LABELS[n].horizon

@@ -41,12 +41,13 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Literal
 
 import numpy as np
 import polars as pl
 
-from quantlab.features.panel import INPUTS, Panel, prepare_panel
+from quantlab.features.panel import INPUTS, Panel, prepare_panel, shift_rows
 from quantlab.features.parallel import by_slices, tasks
 from quantlab.features.windows import window_mean, window_std
 from quantlab.metrics import PERIODS_PER_YEAR
@@ -84,16 +85,6 @@ class FeatureDef:
 # ---------------------------------------------------------------------------------------------------------
 # Building blocks: numpy on row-layout matrices (`quantlab.features.panel`: a column per symbol, row n its
 # n-th bar), so a lag is a shift along the rows and every window is a slice of one symbol's column.
-def _lag(x: np.ndarray, n: int) -> np.ndarray:
-    """`x` n rows earlier in the symbol (NaN on its first n rows)."""
-    if n == 0:
-        return x
-    out = np.empty_like(x)
-    out[:n] = np.nan
-    out[n:] = x[:-n]
-    return out
-
-
 def _finite(x: np.ndarray) -> np.ndarray:
     """`x` with its non-finite values set to NaN, in place (`x` is a new matrix)."""
     np.copyto(x, np.nan, where=~np.isfinite(x))
@@ -230,7 +221,7 @@ def _cross_section(op: Callable[[np.ndarray], np.ndarray], src: str) -> Callable
 # Intermediate matrices read by the features: name -> (computation, the helpers it reads). Declared reads
 # are enforced (`_Cells`), so a computation can free a helper as soon as nothing left to compute reads it.
 _HELPERS: dict[str, tuple[Callable[[_Cells], np.ndarray], tuple[str, ...]]] = {
-    "_pc": (lambda c: _lag(c["close"], 1), ()),  # previous close of the symbol
+    "_pc": (lambda c: shift_rows(c["close"], 1), ()),  # previous close of the symbol
     "_r": (lambda c: _finite(c["close"] / c["_pc"] - 1), ("_pc",)),  # daily simple return, NaN if not finite
     "_tr": (
         lambda c: np.maximum(c["high"], c["_pc"]) - np.minimum(c["low"], c["_pc"]),
@@ -238,7 +229,7 @@ _HELPERS: dict[str, tuple[Callable[[_Cells], np.ndarray], tuple[str, ...]]] = {
     ),  # true range
     "_um": (_universe_mean, ("_r",)),
     "_r_abs": (lambda c: np.abs(c["_r"]), ("_r",)),
-    "_vol_prev": (lambda c: _lag(c["volume"], 1), ()),
+    "_vol_prev": (lambda c: shift_rows(c["volume"], 1), ()),
     "_um2": (lambda c: c["_um"] * c["_um"], ("_um",)),
     "_r_um": (lambda c: c["_r"] * c["_um"], ("_r", "_um")),
     # trailing windows (quantlab.features.windows)
@@ -259,7 +250,8 @@ _HELPERS: dict[str, tuple[Callable[[_Cells], np.ndarray], tuple[str, ...]]] = {
 }
 
 
-def _closure(helpers: Sequence[str]) -> frozenset[str]:
+@cache
+def _closure(helpers: tuple[str, ...]) -> frozenset[str]:
     """The helpers and every helper they read, transitively."""
     seen: set[str] = set()
     todo = list(helpers)
@@ -273,7 +265,7 @@ def _closure(helpers: Sequence[str]) -> frozenset[str]:
 
 def _ret(n: int, skip: int = 0) -> Callable[[_Cells], np.ndarray]:
     """close(t - skip) / close(t - n) - 1."""
-    return lambda c: _lag(c["close"], skip) / _lag(c["close"], n) - 1
+    return lambda c: shift_rows(c["close"], skip) / shift_rows(c["close"], n) - 1
 
 
 def _rsi14(c: _Cells) -> np.ndarray:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-__all__ = ["INPUTS", "Panel", "prepare_panel"]
+__all__ = ["INPUTS", "Panel", "prepare_panel", "shift_rows"]
 
 INPUTS = ("open", "high", "low", "close", "volume")
 _EPOCH = dt.date(1970, 1, 1)
@@ -80,21 +80,32 @@ class Panel:
         if self.cells is None:
             return matrix
         out = np.full((self.days.size, self.symbols.len()), np.nan)
-        out.reshape(-1)[self.date_cells] = matrix.reshape(-1)[self.cells]
+        out.reshape(-1)[self.date_cells] = self.bars(matrix)
         return out
 
     def from_date(self, matrix: np.ndarray, fill: float | int = np.nan) -> np.ndarray:
         """A date-layout matrix back in row layout (`fill` below each symbol's last bar)."""
         if self.cells is None:
             return matrix
-        out = np.full(self.shape, fill, dtype=matrix.dtype)
-        out.reshape(-1)[self.cells] = matrix.reshape(-1)[self.date_cells]
-        return out
+        return self.matrix(matrix.reshape(-1)[self.date_cells], fill)
 
     def require(self, columns: Sequence[str]) -> None:
         missing = [c for c in columns if c not in self.values]
         if missing:
             raise ValueError(f"panel lacks columns {missing} (prepare_panel(ohlcv, columns=...))")
+
+
+def shift_rows(x: np.ndarray, n: int, fill: float | int = np.nan) -> np.ndarray:
+    """A row-layout matrix n rows later (n > 0: each symbol's value n bars earlier, a lag; n < 0: |n| bars
+    later, a lead), `fill` where the symbol has no such bar."""
+    if n == 0:
+        return x
+    out = np.full_like(x, fill)
+    if n > 0:
+        out[n:] = x[:-n]
+    else:
+        out[:n] = x[-n:]
+    return out
 
 
 def _strictly_increasing(a: np.ndarray) -> bool:
