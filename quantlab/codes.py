@@ -1,4 +1,4 @@
-"""Integer codes of string columns (no Dagster imports)."""
+"""Integer codes of string columns and index ranges of row groups (no Dagster imports)."""
 
 from __future__ import annotations
 
@@ -18,3 +18,15 @@ def run_codes(values: pl.Series, keys: Sequence[str] | None = None) -> tuple[np.
     keys = sorted(heads.unique().to_list()) if keys is None else list(keys)
     codes = heads.cast(pl.Enum(keys), strict=False).to_physical().cast(pl.Int64).fill_null(-1).to_numpy()
     return (codes[run] if grouped else codes), keys
+
+
+def ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The indices of the ranges [lo, hi), concatenated (a cumulative sum of steps: one array of the
+    output's size)."""
+    on = hi > lo
+    lo, hi = lo[on], hi[on]
+    out = np.ones(int((hi - lo).sum()), dtype=np.int64)
+    if len(lo):
+        out[0] = lo[0]
+        out[np.cumsum(hi - lo)[:-1]] = lo[1:] - hi[:-1] + 1  # the jump from the previous range's end
+    return np.cumsum(out, out=out)

@@ -17,7 +17,7 @@ import polars as pl
 
 from quantlab.features.library import FEATURE_NAMES, _as_panel, _finite, _xs_mean
 from quantlab.features.panel import Panel, shift_rows
-from quantlab.features.parallel import tasks
+from quantlab.parallel import tasks
 
 __all__ = [
     "LABELS",

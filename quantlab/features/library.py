@@ -48,9 +48,9 @@ import numpy as np
 import polars as pl
 
 from quantlab.features.panel import INPUTS, Panel, prepare_panel, shift_rows
-from quantlab.features.parallel import by_slices, tasks
 from quantlab.features.windows import window_mean, window_std
 from quantlab.metrics import PERIODS_PER_YEAR
+from quantlab.parallel import by_slices, tasks
 
 __all__ = [
     "FEATURES",

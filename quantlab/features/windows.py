@@ -16,7 +16,7 @@ count): the data after it never enters (no look-ahead, bit for bit), a NaN affec
 that hold it, no rounding error carries over from earlier history (as an incremental sum's would), and
 a flat window has a variance of exactly 0. The running sums loop over the w offsets of a block, each step
 vectorized over all blocks and columns (one pass over the data per sum); a large matrix is computed in
-column slices in threads (`quantlab.features.parallel`).
+column slices in threads (`quantlab.parallel`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from quantlab.features.parallel import by_slices
+from quantlab.parallel import by_slices
 
 __all__ = ["window_mean", "window_std", "window_var"]
 

@@ -19,7 +19,7 @@ Rules run in this order per (date, strategy), each on the weights left by the pr
 `flag` only records, `reject` approves nothing for that strategy and date. Every row carries the
 strategy-level flags so a reader sees why a name was cut; every triggered rule is one `audit_log` row.
 
-Implementation: rows become integer codes sorted by (strategy, date, symbol); each rule is a segment
+Implementation: rows become integer codes sorted by (date, strategy, symbol); each rule is a segment
 reduction per (strategy, date) in numpy with per-strategy limits, text is formatted only for the rules
 that fired. Rule 9 measures every date against the previous target book at once, on dense (date,
 strategy, symbol) blocks; only the strategies whose held book differs from their target after a hit step
@@ -34,7 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from quantlab.codes import run_codes
+from quantlab.codes import ranges, run_codes
+from quantlab.parallel import tasks
 from quantlab.supervisor.spec import RiskLimits
 
 _EPS = 1e-12
@@ -55,7 +56,7 @@ class Supervision:
 
 @dataclass
 class _Book:
-    """Rows sorted by (strategy, date, symbol) as integer codes, grouped by (strategy, date)."""
+    """Rows sorted by (date, strategy, symbol) as integer codes, grouped by (date, strategy)."""
 
     s: np.ndarray
     d: np.ndarray
@@ -68,7 +69,7 @@ class _Book:
     ends: np.ndarray  # one past its last row
     g_s: np.ndarray  # strategy code of each group
     g_d: np.ndarray  # date code of each group
-    g_key: np.ndarray  # strategy code * number of dates + date code of each group (ascending)
+    g_key: np.ndarray  # date code * number of strategies + strategy code of each group (ascending)
     max_dd: np.ndarray  # per group
 
     def reduce(self, ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
@@ -110,7 +111,7 @@ def _scale(name: str, b: _Book, scale_g: np.ndarray, lim_g: np.ndarray, m_g: np.
     g = np.flatnonzero(scale_g)
     if not g.size or name == "max_drawdown":  # max_drawdown cannot be scaled away: scale acts as flag
         return
-    idx = _ranges(b.starts[g], b.ends[g])
+    idx = ranges(b.starts[g], b.ends[g])
     grp, w = b.grp[idx], b.w[idx]
     if name == "min_score":
         conv = np.nan_to_num(b.score[idx] * np.sign(w), nan=-np.inf)
@@ -129,21 +130,9 @@ def _scale(name: str, b: _Book, scale_g: np.ndarray, lim_g: np.ndarray, m_g: np.
     b.w[idx] = w
 
 
-def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """The indices of the ranges [lo, hi), concatenated (a cumulative sum of steps: one array of the
-    output's size)."""
-    on = hi > lo
-    lo, hi = lo[on], hi[on]
-    out = np.ones(int((hi - lo).sum()), dtype=np.int64)
-    if len(lo):
-        out[0] = lo[0]
-        out[np.cumsum(hi - lo)[:-1]] = lo[1:] - hi[:-1] + 1  # the jump from the previous range's end
-    return np.cumsum(out, out=out)
-
-
-def _group_of(b: _Book, s: np.ndarray, d: np.ndarray, n_dates: int) -> np.ndarray:
+def _group_of(b: _Book, s: np.ndarray, d: np.ndarray, n_s: int) -> np.ndarray:
     """The group of each (strategy, date) pair, -1 where it has no rows."""
-    key = s * n_dates + d
+    key = d * n_s + s
     if not len(b.g_key):
         return np.full(len(key), -1)
     g = np.minimum(np.searchsorted(b.g_key, key), len(b.g_key) - 1)
@@ -156,7 +145,6 @@ def _turnover(
     pres_s: np.ndarray,
     pres_d: np.ndarray,
     per: list[RiskLimits],
-    n_dates: int,
     held: np.ndarray,
 ) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
     """Rule 9 in date order. Updates `b.w` (and `rejected`, per group); returns the hits (strategy,
@@ -186,8 +174,8 @@ def _turnover(
     g_on = has[b.g_s] & rejected
     lim_eps[np.searchsorted(days_on, b.g_d[g_on]), b.g_s[g_on]] = np.inf
     # the groups by block position (a rejected date's target book is cash: its rows are left out)
-    g_k = np.searchsorted(days_on, b.g_d)
-    g_key = b.g_s * n_k + g_k  # ascending
+    g_k = np.searchsorted(days_on, b.g_d)  # ascending
+    g_used = has[b.g_s] & ~rejected
     g_flat = (g_k * n_s + b.g_s) * n_n
     scale_s, reject_s, stepped = action == _SCALE, action == _REJECT, action >= _SCALE
     any_reject = bool(reject_s.any())
@@ -204,9 +192,9 @@ def _turnover(
         n_j = k1 - k0
         dense[0] = last
         dense[1:].fill(0.0)
-        g = _ranges(*np.searchsorted(g_key, np.flatnonzero(has) * n_k + np.array([[k0], [k1]])))
-        g = g[~rejected[g]]
-        rows = _ranges(b.starts[g], b.ends[g])
+        g = np.arange(*np.searchsorted(g_k, (k0, k1)))
+        g = g[g_used[g]]
+        rows = ranges(b.starts[g], b.ends[g])
         dense.reshape(-1)[
             np.repeat(g_flat[g] - (k0 - 1) * n_s * n_n, b.ends[g] - b.starts[g]) + b.n[rows]
         ] = b.w[rows]
@@ -253,9 +241,9 @@ def _turnover(
             hit_to.append(t[hit])
             sc = hit & scale_s[it]
             ms, md, moved, dropped = it[sc], days_on[kk[sc]], moved[sc], dropped[sc]
-            g = _group_of(b, ms, md, n_dates)  # the moved books' rows take their weights
+            g = _group_of(b, ms, md, n_s)  # the moved books' rows take their weights
             on = np.flatnonzero(g >= 0)
-            at = _ranges(b.starts[g[on]], b.ends[g[on]])
+            at = ranges(b.starts[g[on]], b.ends[g[on]])
             rep = np.repeat(on, b.ends[g[on]] - b.starts[g[on]])
             b.w[at] = moved[rep, b.n[at]]
             has_row = np.zeros(moved.shape, dtype=bool)  # a name cut by an earlier rule keeps its row
@@ -267,7 +255,7 @@ def _turnover(
         last[covered] = dense[last_j[covered], np.flatnonzero(covered)]
     hs, hd, ht = np.concatenate(hit_s), days_on[np.concatenate(hit_k)], np.concatenate(hit_to)
     rejects = action[hs] == _REJECT
-    g = _group_of(b, hs[rejects], hd[rejects], n_dates)  # a turnover rejection rejects its group
+    g = _group_of(b, hs[rejects], hd[rejects], n_s)  # a turnover rejection rejects its group
     rejected[g[g >= 0]] = True
     cols = (
         tuple(np.concatenate(c) for c in zip(*extra, strict=True))
@@ -330,8 +318,9 @@ def supervise(
     d_all = day.to_numpy() - np.int32(first_day)  # int32, as stored
     n_held = symbol.cast(pl.Enum(syms)).to_physical().to_numpy()  # uint32, polars' own buffer
     rows = np.flatnonzero(keep)
-    key = s_all[rows] * n_days
-    key += d_all[rows]
+    key = d_all[rows].astype(np.int64)
+    key *= len(ids)
+    key += s_all[rows]
     key *= max(len(syms), 1)
     key += n_held
     order = np.argsort(key, kind="stable")
@@ -354,7 +343,7 @@ def supervise(
         ends=np.r_[starts[1:], len(s)],
         g_s=s[starts],
         g_d=d[starts],
-        g_key=s[starts] * n_days + d[starts],
+        g_key=d[starts] * len(ids) + s[starts],
         max_dd=_kpi(kpis_full, ids, first_day, n_days, s[starts] * n_days + d[starts]),
     )
     rejected = np.zeros(len(starts), dtype=bool)
@@ -372,7 +361,8 @@ def supervise(
         g = np.flatnonzero(hit)
         audit_parts.append(
             {
-                "g": g,
+                "s": b.g_s[g],
+                "d": b.g_d[g],
                 "rank": np.full(g.size, rank),
                 "action": act_g[g],
                 "limit": lim_g[g],
@@ -383,22 +373,73 @@ def supervise(
         _scale(name, b, hit & (act_g == _SCALE), lim_g, m_g)
         rejected |= hit & (act_g == _REJECT)
     zero = (weight == 0).fill_null(False).to_numpy()
-    pres_key = b.g_key
+    pres_key = b.g_s * n_days + b.g_d
     if zero.any():  # a date with only zero weights is a target date too
-        pres_key = np.union1d(pres_key, s_all[zero] * n_days + d_all[zero])
+        pres_key = np.concatenate([pres_key, s_all[zero] * n_days + d_all[zero]])
+    pres_key.sort()  # by (strategy, date)
+    pres_key = pres_key[np.r_[True, pres_key[1:] != pres_key[:-1]]]
     held = np.zeros((len(ids), len(syms)))
     if prev.height:
         held[
             run_codes(prev.get_column("strategy"), ids)[0], run_codes(prev.get_column("symbol"), syms)[0]
         ] = prev.get_column("approved_weight").to_numpy()
-    hits, extra = _turnover(b, rejected, pres_key // n_days, pres_key % n_days, per, n_days, held)
-    return _assemble(b, rejected, audit_parts, hits, extra, ids, syms, first_day, per)
+    triggers = _triggers(audit_parts)
+    # the turnover rule (a loop in date order) and the text of the other rules' triggers, side by side
+    jobs = [
+        lambda: _turnover(b, rejected, pres_key // n_days, pres_key % n_days, per, held),
+        lambda: _reasons(triggers),
+    ]
+    (hits, extra), reasons = tasks(lambda job: job(), jobs)
+    return _assemble(b, rejected, (triggers, reasons), hits, extra, ids, syms, first_day, per)
+
+
+def _triggers(parts: list[dict]) -> dict[str, np.ndarray]:
+    """The audit parts' columns concatenated: (s, d, rank, action, below) as int64, (limit, measured)
+    as float64."""
+    keys = ("s", "d", "rank", "action", "limit", "measured", "below")
+    return {
+        k: np.concatenate([p[k] for p in parts] or [np.zeros(0)]).astype(
+            np.float64 if k in ("limit", "measured") else np.int64
+        )
+        for k in keys
+    }
+
+
+def _reasons(t: dict[str, np.ndarray]) -> pl.Series:
+    """Each trigger's reason, in the order given: the text around its measure, built once per (rule,
+    action, limit)."""
+    lims, lim_i = np.unique(t["limit"], return_inverse=True)
+    combos, code = np.unique(
+        (t["rank"] * len(_ACTIONS) + t["action"]) * len(lims) + lim_i, return_inverse=True
+    )
+    rank_c, rest = np.divmod(combos, len(_ACTIONS) * max(len(lims), 1))
+    head, around = [], []
+    for r, a, v in zip(
+        rank_c.tolist(),
+        (rest // max(len(lims), 1)).tolist(),
+        lims[rest % max(len(lims), 1)].tolist(),
+        strict=True,
+    ):
+        head.append(f"{RULES[r]}[{_ACTIONS[a]}]: ")
+        around.append(f" names below {v:g} (lowest " if RULES[r] == "min_score" else f" > {v:g}")
+    head_s, around_s = pl.Series(head, dtype=pl.String), pl.Series(around, dtype=pl.String)
+    measured = pl.Series(t["measured"]).round(4).cast(pl.String)
+    reason = pl.select(pl.concat_str(head_s.gather(code), measured, around_s.gather(code))).to_series()
+    is_min = np.flatnonzero(t["rank"] == RULES.index("min_score"))
+    if is_min.size:  # "<head>: <below> names below <limit> (lowest <measured>)"
+        below = pl.Series(t["below"][is_min]).cast(pl.String)
+        c = code[is_min]
+        text = pl.concat_str(
+            head_s.gather(c), below, around_s.gather(c), measured.gather(is_min), pl.lit(")")
+        )
+        reason.scatter(is_min, pl.select(text).to_series())
+    return reason
 
 
 def _assemble(
     b: _Book,
     rejected: np.ndarray,
-    audit_parts: list[dict],
+    first: tuple[dict[str, np.ndarray], pl.Series],
     hits: tuple[np.ndarray, ...],
     extra: tuple[np.ndarray, ...],
     ids: list[str],
@@ -411,43 +452,25 @@ def _assemble(
     t_limit, t_action = _rule_arrays("max_turnover", per)
     ts, td, t_to = hits
     n_s, n_n = len(ids), len(syms)
-    cols = {
-        "s": [b.g_s[p["g"]] for p in audit_parts] + [ts],
-        "d": [b.g_d[p["g"]] for p in audit_parts] + [td],
-        "rank": [p["rank"] for p in audit_parts] + [np.full(len(ts), len(RULES) - 1)],
-        "action": [p["action"] for p in audit_parts] + [t_action[ts]],
-        "limit": [p["limit"] for p in audit_parts] + [t_limit[ts]],
-        "measured": [p["measured"] for p in audit_parts] + [t_to],
-        "below": [p["below"] for p in audit_parts] + [np.zeros(len(ts), dtype=np.int64)],
-    }
-    arr = {k: np.concatenate(v) for k, v in cols.items()}
+    turnover = _triggers(
+        [
+            {
+                "s": ts,
+                "d": td,
+                "rank": np.full(len(ts), len(RULES) - 1),
+                "action": t_action[ts],
+                "limit": t_limit[ts],
+                "measured": t_to,
+                "below": np.zeros(len(ts), dtype=np.int64),
+            }
+        ]
+    )
+    arr = {k: np.concatenate([first[0][k], v]) for k, v in turnover.items()}
     gk = arr["d"] * n_s + arr["s"]  # (date, strategy) of each trigger
     by = np.argsort(gk * len(RULES) + arr["rank"])  # unique: a rule triggers once per (date, strategy)
-    arr = {k: v[by].astype(np.float64 if k in ("limit", "measured") else np.int64) for k, v in arr.items()}
+    arr = {k: v[by] for k, v in arr.items()}
     gk = gk[by]
-    # each trigger's reason: the text around its measure, built once per (rule, action, limit)
-    lims, lim_i = np.unique(arr["limit"], return_inverse=True)
-    combos, code = np.unique(
-        (arr["rank"] * len(_ACTIONS) + arr["action"]) * len(lims) + lim_i, return_inverse=True
-    )
-    rank_c, rest = np.divmod(combos, len(_ACTIONS) * len(lims))
-    head, around = [], []
-    for r, a, v in zip(
-        rank_c.tolist(), (rest // len(lims)).tolist(), lims[rest % len(lims)].tolist(), strict=True
-    ):
-        head.append(f"{RULES[r]}[{_ACTIONS[a]}]: ")
-        around.append(f" names below {v:g} (lowest " if RULES[r] == "min_score" else f" > {v:g}")
-    head_s, around_s = pl.Series(head, dtype=pl.String), pl.Series(around, dtype=pl.String)
-    measured = pl.Series(arr["measured"]).round(4).cast(pl.String)
-    reason = pl.select(pl.concat_str(head_s.gather(code), measured, around_s.gather(code))).to_series()
-    is_min = np.flatnonzero(arr["rank"] == RULES.index("min_score"))
-    if is_min.size:  # "<head>: <below> names below <limit> (lowest <measured>)"
-        below = pl.Series(arr["below"][is_min]).cast(pl.String)
-        c = code[is_min]
-        text = pl.concat_str(
-            head_s.gather(c), below, around_s.gather(c), measured.gather(is_min), pl.lit(")")
-        )
-        reason.scatter(is_min, pl.select(text).to_series())
+    reason = pl.concat([first[1], _reasons(turnover)], rechunk=True).gather(by)
     # flags per (date, strategy): the reasons of its triggers in rule order, joined by "; "
     first = np.flatnonzero(np.r_[True, gk[1:] != gk[:-1]]) if len(gk) else np.zeros(0, dtype=np.int64)
     cnt = np.diff(np.r_[first, len(gk)])
@@ -462,27 +485,26 @@ def _assemble(
             for i in range(int(m_cnt.max()))
         ]
         flags.scatter(multi, pl.select(pl.concat_str(parts, separator="; ", ignore_nulls=True)).to_series())
-    # approval rows in (date, strategy, symbol) order: the groups reordered, the extra rows merged in
+    # approval rows in (date, strategy, symbol) order: the book's rows with the extra rows merged in
     xs, xd, xn, xw = extra
-    g_out = np.argsort(b.g_d * n_s + b.g_s)
-    rows = _ranges(b.starts[g_out], b.ends[g_out])
+    s_all, d_all, n_all, w_all, tw_all = b.s, b.d, b.n, b.w, b.target
+    rej_all = rejected[b.grp]
     if len(xw):
-        key = (b.d[rows] * n_s + b.s[rows]) * n_n + b.n[rows]
         x_key = (xd * n_s + xs) * n_n + xn
         x_by = np.argsort(x_key, kind="stable")
-        at = np.searchsorted(key, x_key[x_by], side="right") + np.arange(len(xw))  # after equal rows
-        is_x = np.zeros(len(rows) + len(xw), dtype=bool)
+        at = np.searchsorted((b.d * n_s + b.s) * n_n + b.n, x_key[x_by], side="right")  # after equal rows
+        at += np.arange(len(xw))
+        is_x = np.zeros(len(b.s) + len(xw), dtype=bool)
         is_x[at] = True
         src = np.empty(len(is_x), dtype=np.int64)
-        src[~is_x] = rows
+        src[~is_x] = np.arange(len(b.s))
         src[is_x] = len(b.s) + x_by
-    else:
-        src = rows
-    s_all = np.concatenate([b.s, xs])[src]
-    d_all = np.concatenate([b.d, xd])[src]
-    n_all = np.concatenate([b.n, xn])[src]
-    rej_all = np.concatenate([rejected[b.grp], np.zeros(len(xw), dtype=bool)])[src]
-    w_all = np.concatenate([b.w, xw])[src]
+        s_all = np.concatenate([b.s, xs])[src]
+        d_all = np.concatenate([b.d, xd])[src]
+        n_all = np.concatenate([b.n, xn])[src]
+        rej_all = np.concatenate([rej_all, np.zeros(len(xw), dtype=bool)])[src]
+        w_all = np.concatenate([b.w, xw])[src]
+        tw_all = np.concatenate([b.target, np.zeros(len(xw))])[src]
     # each row's flags: looked up once per run of rows of one (date, strategy)
     gk_row = d_all * n_s + s_all
     run = (
@@ -504,7 +526,7 @@ def _assemble(
             "date": pl.Series(d_all + first_day, dtype=pl.Int32).cast(pl.Date),
             "strategy": names.gather(s_all) if n_s else pl.Series([], dtype=pl.String),
             "symbol": symbols.gather(n_all) if n_n else pl.Series([], dtype=pl.String),
-            "target_weight": np.concatenate([b.target, np.zeros(len(xw))])[src],
+            "target_weight": tw_all,
             "approved_weight": np.where(rej_all, 0.0, w_all),
             "approved": ~rej_all,
             "risk_flags": flags.append(pl.Series([""])).rechunk().gather(idx),

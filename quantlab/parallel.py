@@ -1,4 +1,4 @@
-"""Threads for large numpy computations (numpy releases the GIL inside its loops).
+"""Threads for large numpy and polars computations (both release the GIL inside their loops).
 
 Two levels, never nested: `tasks` runs independent computations (the features of one request) in the
 pool; `by_slices` cuts one large matrix whose rows (or columns) are independent into slices computed in
@@ -30,7 +30,7 @@ R = TypeVar("R")
 
 @cache
 def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="quantlab-features")
+    return ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="quantlab")
 
 
 def _in_pool(f: Callable[[T], R]) -> Callable[[T], R]:
