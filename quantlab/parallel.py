@@ -2,22 +2,24 @@
 
 Two levels, never nested: `tasks` runs independent computations (the features of one request) in the
 pool; `by_slices` cuts one large matrix whose rows (or columns) are independent into slices computed in
-the pool, each slice getting exactly the bits it would get in one call. Inside a task, `by_slices` runs
-serially: the pool's threads are already busy, and waiting on them from one of them could deadlock.
+the pool, each slice getting exactly the bits it would get in one call. `start` runs one computation in
+the pool while the caller goes on (the supervisor's audit text during its turnover rule), `prefetch`
+computes the next item of a sequence while the caller works on the current one. Inside a task all of them
+run serially: the pool's threads are already busy, and waiting on them from one of them could deadlock.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache
 from typing import TypeVar
 
 import numpy as np
 
-__all__ = ["WORKERS", "by_slices", "tasks"]
+__all__ = ["WORKERS", "by_slices", "prefetch", "start", "tasks"]
 
 WORKERS = min(4, os.cpu_count() or 1)
 _MIN_CELLS = 1 << 20  # below this many cells a thread costs more than it saves
@@ -52,16 +54,44 @@ def _in_pool(f: Callable[[T], R]) -> Callable[[T], R]:
 def tasks(f: Callable[[T], R], items: Iterable[T]) -> list[R]:
     """[f(item) for item in items], computed in the pool's threads (serially from inside a task)."""
     items = list(items)
-    if WORKERS <= 1 or len(items) <= 1 or getattr(_in_task, "active", False):
+    if len(items) <= 1 or _serial():
         return [f(item) for item in items]
     return list(_pool().map(_in_pool(f), items))
+
+
+def _serial() -> bool:
+    return WORKERS <= 1 or getattr(_in_task, "active", False)
+
+
+def start(f: Callable[[], R]) -> Future[R]:
+    """`f()` started in the pool (computed at once from inside a task); `.result()` waits for it."""
+    if _serial():
+        done: Future[R] = Future()
+        done.set_result(f())
+        return done
+    return _pool().submit(_in_pool(lambda _: f()), None)
+
+
+def prefetch(items: Iterable[T]) -> Iterator[T]:
+    """The items in order, each next one computed in the pool while the caller works on the current one
+    (one ahead: an item the caller has left may be reused by the producer)."""
+    it = iter(items)
+    if _serial():
+        yield from it
+        return
+    end = object()
+    step = _in_pool(lambda _: next(it, end))
+    future = _pool().submit(step, None)
+    while (item := future.result()) is not end:
+        future = _pool().submit(step, None)
+        yield item
 
 
 def by_slices(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, axis: int) -> np.ndarray:
     """`f(x)` for an `f` that maps a 2-D matrix to one of the same shape and treats each slice along
     `axis` (0: rows, 1: columns) on its own; large matrices are cut into slices computed in threads."""
     parts = min(WORKERS, x.shape[axis] // _MIN_WIDTH) if x.size >= _MIN_CELLS else 1
-    if parts <= 1 or getattr(_in_task, "active", False):
+    if parts <= 1 or _serial():
         return f(x)
     edges = np.linspace(0, x.shape[axis], parts + 1).astype(int)
     index = [

@@ -1,10 +1,11 @@
-"""Tests for quantlab.codes.run_codes: codes of grouped and ungrouped string columns."""
+"""Tests for quantlab.codes: codes of grouped and ungrouped string columns, index ranges."""
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
-from quantlab.codes import run_codes
+from quantlab.codes import ranges, run_codes
 
 
 def test_grouped_column_codes_and_default_keys() -> None:
@@ -21,3 +22,11 @@ def test_ungrouped_column_and_absent_values() -> None:
     assert codes.tolist() == [2, 0, 2, 1, -1]
     empty, none = run_codes(pl.Series([], dtype=pl.String))
     assert empty.tolist() == [] and none == []
+
+
+def test_ranges_concatenates_index_ranges_and_skips_empty_ones() -> None:
+    lo, hi = np.array([3, 7, 7, 0, 10]), np.array([5, 7, 9, 2, 11])
+    expected = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)])
+    assert ranges(lo, hi).tolist() == expected.tolist() == [3, 4, 7, 8, 0, 1, 10]
+    assert ranges(np.array([4]), np.array([4])).tolist() == []
+    assert ranges(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)).tolist() == []

@@ -16,7 +16,15 @@ from sklearn.covariance import ledoit_wolf as sk_ledoit_wolf
 from quantlab.calendar import sessions
 from quantlab.config import ConfigError
 from quantlab.schemas import TABLES
-from quantlab.world.allocate import WorldRun, allocate_world, capped_weights, history_start, state_from_rows
+from quantlab.world.allocate import (
+    WorldRun,
+    allocate_world,
+    book_exposure,
+    book_exposures,
+    capped_weights,
+    history_start,
+    state_from_rows,
+)
 from quantlab.world.checks import allocation_violations
 from quantlab.world.risk_parity import erc_weights, ledoit_wolf, shrunk
 from quantlab.world.spec import WorldSpec
@@ -390,3 +398,19 @@ def test_no_books_gives_an_empty_typed_world_book() -> None:
     out = run(world(**RICH), data, DAYS[:5])
     valid(out)
     assert out.targets.is_empty() and out.allocations.height > 0
+
+
+def test_book_exposures_per_session_equal_one_book_at_a_time() -> None:
+    """The world track's gross/net exposure of every session at once (empty books in the middle and at
+    the end included) gives the same bits as the stored state's, one book at a time."""
+    rng = np.random.default_rng(3)
+    w = rng.normal(0.0, 0.1, 40)
+    bounds = np.array([0, 3, 3, 15, 16, 40, 40])
+    gross, net = book_exposures(w, bounds)
+    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        assert (gross[i], net[i]) == book_exposure(w[lo:hi])
+        assert gross[i] == pytest.approx(np.abs(w[lo:hi]).sum(), abs=1e-15)
+        assert net[i] == pytest.approx(w[lo:hi].sum(), abs=1e-15)
+    assert gross[1] == net[1] == gross[5] == 0.0
+    assert book_exposure(np.zeros(0)) == (0.0, 0.0)
+    assert [x.tolist() for x in book_exposures(w, np.array([0]))] == [[], []]

@@ -28,14 +28,14 @@ date by date (see `_turnover`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from quantlab.codes import ranges, run_codes
-from quantlab.parallel import tasks
+from quantlab.parallel import prefetch, start
 from quantlab.supervisor.spec import RiskLimits
 
 _EPS = 1e-12
@@ -180,30 +180,15 @@ def _turnover(
     scale_s, reject_s, stepped = action == _SCALE, action == _REJECT, action >= _SCALE
     any_reject = bool(reject_s.any())
     block = max(1, min(n_k, _BLOCK // max(n_s * n_n, 1)))
-    dense = np.empty((block + 1, n_s, n_n))  # [0]: `last`; [1 + j]: the target books of date k0 + j
-    change = np.empty((block, n_s, n_n))
-    last = held.copy()  # each strategy's target book on its last date before the block
+    chain = _chain(b, g_k, g_flat[g_used], np.flatnonzero(g_used), present, prev_k, held, block)
     book = np.zeros((n_s, n_n))  # the held book of the strategies in an episode
     episode = np.zeros(n_s, dtype=bool)
+    in_episode = False
     empty = np.zeros(0, dtype=np.int64)
     hit_s, hit_k, hit_to, extra = [empty], [empty], [np.zeros(0)], []
-    for k0 in range(0, n_k, block):
-        k1 = min(k0 + block, n_k)
-        n_j = k1 - k0
-        dense[0] = last
-        dense[1:].fill(0.0)
-        g = np.arange(*np.searchsorted(g_k, (k0, k1)))
-        g = g[g_used[g]]
-        rows = ranges(b.starts[g], b.ends[g])
-        dense.reshape(-1)[
-            np.repeat(g_flat[g] - (k0 - 1) * n_s * n_n, b.ends[g] - b.starts[g]) + b.n[rows]
-        ] = b.w[rows]
-        pres, lim_b = present[k0:k1], lim_eps[k0:k1]
-        src = np.maximum(prev_k[k0:k1] - k0 + 1, 0)  # the row of `dense` with the previous target book
-        diff = np.subtract(dense[1 : n_j + 1], dense[:n_j], out=change[:n_j])
-        to = np.abs(diff, out=diff).sum(axis=2)
-        gj, gs = np.nonzero(pres & (src != np.arange(n_j)[:, None]))  # a previous target date further back
-        to[gj, gs] = np.abs(dense[gj + 1, gs] - dense[src[gj, gs], gs]).sum(axis=1)
+    for k0, dense, src, to in prefetch(chain):  # the next block is built while this one steps
+        n_j = len(to)
+        pres, lim_b = present[k0 : k0 + n_j], lim_eps[k0 : k0 + n_j]
         chain_hit = to > lim_b
         fj, fs = np.nonzero(chain_hit & ~stepped)  # a flag changes nothing: its hits are the chain's
         hit_s.append(fs)
@@ -213,24 +198,29 @@ def _turnover(
         start_any = starts.any(axis=1)
         steps, step_j = [], []
         with np.errstate(divide="ignore", invalid="ignore"):
-            for j in range(n_j):
-                if not (start_any[j] or episode.any()):
-                    continue
-                items = (pres[j] & (episode | starts[j])).nonzero()[0]
-                if start_any[j]:
+            for j, start_j in enumerate(start_any.tolist()):
+                if start_j:
+                    items = (pres[j] & (episode | starts[j])).nonzero()[0]
                     new = items[~episode[items]]
-                    book[new] = dense[src[j, new], new]
+                    book[new] = dense[src[j][new], new]
+                elif in_episode:
+                    items = (pres[j] & episode).nonzero()[0]
+                else:
+                    continue
                 h = book[items]
-                diff = dense[j + 1, items] - h
+                diff = dense[j + 1][items]
+                diff -= h
                 t = np.add.reduce(np.abs(diff), axis=1)
-                hit = t > lim_b[j, items]
-                moved = h + diff * (lim[items] / t)[:, None]  # scale: part of the way
+                hit = t > lim_b[j][items]
+                moved = diff * (lim[items] / t)[:, None]  # scale: part of the way
+                moved += h
                 dropped = diff == -h  # names the target dropped stay unless under DUST
                 np.putmask(moved, dropped & (np.abs(moved) < DUST), 0.0)
                 book[items] = moved  # what a strategy leaving its episode keeps is not read again
                 if any_reject:
                     book[items[hit & reject_s[items]]] = 0.0  # a rejection holds cash
                 episode[items] = hit
+                in_episode = episode.any()
                 steps.append((items, t, hit, moved, dropped))
                 step_j.append(j)
         if steps:
@@ -250,9 +240,6 @@ def _turnover(
             has_row[rep, b.n[at]] = True
             mi, ni = np.nonzero(dropped & (moved != 0) & ~has_row)  # names without a row: extra rows
             extra.append((ms[mi], md[mi], ni, moved[mi, ni]))
-        covered = pres.any(axis=0)
-        last_j = n_j - np.argmax(pres[::-1], axis=0)  # the row of `dense` with its last target book
-        last[covered] = dense[last_j[covered], np.flatnonzero(covered)]
     hs, hd, ht = np.concatenate(hit_s), days_on[np.concatenate(hit_k)], np.concatenate(hit_to)
     rejects = action[hs] == _REJECT
     g = _group_of(b, hs[rejects], hd[rejects], n_s)  # a turnover rejection rejects its group
@@ -263,6 +250,46 @@ def _turnover(
         else (empty, empty, empty, np.zeros(0))
     )
     return (hs, hd, ht), cols
+
+
+def _chain(
+    b: _Book,
+    g_k: np.ndarray,
+    g_flat: np.ndarray,
+    g: np.ndarray,
+    present: np.ndarray,
+    prev_k: np.ndarray,
+    held: np.ndarray,
+    block: int,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """The target books of the groups `g` (block position `g_k`, flat offset `g_flat` of each) on dense
+    (date, strategy, symbol) blocks of `block` dates: per block its first date k0, `dense` (row 0: each
+    strategy's last target book before the block, from `held` on; row 1 + j: the books of date k0 + j),
+    `src` (the row of `dense` with each (date, strategy)'s previous target book) and `to` (the turnover
+    of each target book against that one: the chain). Reads only the rows of its block from `b.w`."""
+    n_k, n_s = present.shape
+    n_n = held.shape[1]
+    last = held.copy()
+    bounds = np.searchsorted(g_k[g], np.arange(0, n_k + block, block))
+    for k0, lo, hi in zip(range(0, n_k, block), bounds[:-1], bounds[1:], strict=True):
+        n_j = min(block, n_k - k0)
+        gb = g[lo:hi]
+        dense = np.zeros((n_j + 1, n_s, n_n))
+        dense[0] = last
+        rows = ranges(b.starts[gb], b.ends[gb])
+        dense.reshape(-1)[
+            np.repeat(g_flat[lo:hi] - (k0 - 1) * n_s * n_n, b.ends[gb] - b.starts[gb]) + b.n[rows]
+        ] = b.w[rows]
+        pres = present[k0 : k0 + n_j]
+        src = np.maximum(prev_k[k0 : k0 + n_j] - k0 + 1, 0)  # the row of `dense` with the previous book
+        diff = dense[1:] - dense[:-1]
+        to = np.abs(diff, out=diff).sum(axis=2)
+        gj, gs = np.nonzero(pres & (src != np.arange(n_j)[:, None]))  # a previous target date further back
+        to[gj, gs] = np.abs(dense[gj + 1, gs] - dense[src[gj, gs], gs]).sum(axis=1)
+        covered = pres.any(axis=0)
+        last_j = n_j - np.argmax(pres[::-1], axis=0)  # the row of `dense` with its last target book
+        last[covered] = dense[last_j[covered], np.flatnonzero(covered)]
+        yield k0, dense, src, to
 
 
 def _kpi(
@@ -384,13 +411,9 @@ def supervise(
             run_codes(prev.get_column("strategy"), ids)[0], run_codes(prev.get_column("symbol"), syms)[0]
         ] = prev.get_column("approved_weight").to_numpy()
     triggers = _triggers(audit_parts)
-    # the turnover rule (a loop in date order) and the text of the other rules' triggers, side by side
-    jobs = [
-        lambda: _turnover(b, rejected, pres_key // n_days, pres_key % n_days, per, held),
-        lambda: _reasons(triggers),
-    ]
-    (hits, extra), reasons = tasks(lambda job: job(), jobs)
-    return _assemble(b, rejected, (triggers, reasons), hits, extra, ids, syms, first_day, per)
+    reasons = start(lambda: _reasons(triggers))  # the other rules' audit text, while rule 9 steps
+    hits, extra = _turnover(b, rejected, pres_key // n_days, pres_key % n_days, per, held)
+    return _assemble(b, rejected, (triggers, reasons.result()), hits, extra, ids, syms, first_day, per)
 
 
 def _triggers(parts: list[dict]) -> dict[str, np.ndarray]:

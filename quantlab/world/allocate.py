@@ -38,7 +38,7 @@ import numpy as np
 import polars as pl
 
 from quantlab.calendar import session_index, sessions, shift_sessions
-from quantlab.codes import run_codes
+from quantlab.codes import ranges, run_codes
 from quantlab.world.risk_parity import erc_weights, ledoit_wolf, shrunk
 from quantlab.world.spec import SIDES, WorldSpec, days
 
@@ -133,10 +133,12 @@ def _book_rows(
     k, s = _positions(books.select("date", "strategy")[heads], rows, members)
     on = (k >= 0) & (s >= 0)
     on[on] = ok[k[on], s[on]]
-    on_rows = np.repeat(on, np.diff(np.r_[heads, books.height]))
-    at = np.flatnonzero(on_rows & (books.get_column("approved_weight").to_numpy() != 0))
-    head = np.searchsorted(heads, at, side="right") - 1
-    return at, k[head], s[head]
+    g = np.flatnonzero(on)
+    ends = np.r_[heads[1:], books.height][g]
+    at = ranges(heads[g], ends)
+    head = np.repeat(g, ends - heads[g])
+    held = books.get_column("approved_weight").to_numpy()[at] != 0
+    return at[held], k[head[held]], s[head[held]]
 
 
 def _matrix(df: pl.DataFrame, col: str, rows: list[dt.date], members: list[str], fill: float) -> np.ndarray:
@@ -149,9 +151,22 @@ def _matrix(df: pl.DataFrame, col: str, rows: list[dt.date], members: list[str],
     return out
 
 
+def book_exposures(weights: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gross (sum |w|) and net (sum w) exposure of each world book `weights[bounds[i]:bounds[i + 1]]`
+    (its non-zero weights in symbol order), summed left to right."""
+    lo, hi = bounds[:-1], bounds[1:]
+    if not len(lo):
+        return np.zeros(0), np.zeros(0)
+    padded = np.append(weights, 0.0)  # an empty book at the end starts at the padding
+    at = np.minimum(bounds, len(weights))  # the last bound only ends the last book
+    gross = np.where(hi > lo, np.add.reduceat(np.abs(padded), at)[:-1], 0.0)
+    return gross, np.where(hi > lo, np.add.reduceat(padded, at)[:-1], 0.0)
+
+
 def book_exposure(weights: np.ndarray) -> tuple[float, float]:
-    """Gross and net exposure of a world book given its non-zero weights in symbol order."""
-    return float(np.abs(weights).sum()), float(weights.sum())
+    """Gross and net exposure of one world book given its non-zero weights in symbol order."""
+    gross, net = book_exposures(weights, np.array([0, len(weights)]))
+    return float(gross[0]), float(net[0])
 
 
 def capped_weights(
@@ -355,12 +370,16 @@ def allocate_world(
     since_idx = int(session_index([since])[0]) if since is not None else 0
     weights = np.zeros((n_t, n_m))
     rowmask = np.zeros((n_t, n_m), dtype=bool)
-    rets, equities, drawdowns = np.zeros(n_t), np.zeros(n_t), np.zeros(n_t)
+    rets, equities, drawdowns = [0.0] * n_t, [0.0] * n_t, [0.0] * n_t
     circuit: list[dt.date | None] = [None] * n_t
+    # per session as Python values: the loop reads one at a time
+    session, frozen_k = sidx.tolist(), frozen.tolist()
+    measured_k = measured.tolist() if measured is not None else None
+    ret_k = ret_m[off:]
     for k in range(n_t):
         day = days_[k]
         # 1. the session's return on the allocation decided the session before
-        ret = float(held @ ret_m[off + k])
+        ret = float(held @ ret_k[k])
         equity *= 1.0 + ret
         peak = max(peak, equity)
         dd = max(0.0, 1.0 - equity / peak)
@@ -369,12 +388,12 @@ def allocate_world(
         cap = np.inf
         if dc is not None:
             if since is None and dd > dc.max_dd + _EPS:
-                since, since_idx = day, int(sidx[k])
+                since, since_idx = day, session[k]
                 why = f"drawdown {dd:.2%} > {dc.max_dd:.2%}: capital capped at {dc.cut_to:.0%} for at least {cooldown} sessions"
                 events.append((day, "circuit_trip", dd, dc.max_dd, why))
-            elif since is not None and sidx[k] - since_idx >= cooldown and dd <= dc.resume + _EPS:
+            elif since is not None and session[k] - since_idx >= cooldown and dd <= dc.resume + _EPS:
                 why = (
-                    f"drawdown {dd:.2%} <= {dc.resume:.2%} after {int(sidx[k] - since_idx)} sessions "
+                    f"drawdown {dd:.2%} <= {dc.resume:.2%} after {session[k] - since_idx} sessions "
                     f"(cooldown {cooldown}): limits lifted"
                 )
                 events.append((day, "circuit_release", dd, dc.resume, why))
@@ -387,21 +406,20 @@ def allocate_world(
             why = f"session return {ret:.2%} <= -{dl.limit:.2%}: capital capped at {dl.cut_to:.0%} for the next session"
             events.append((day, "daily_loss", ret, -dl.limit, why))
         # 3. the allocation (evaluate-only: the previous one), smoothed with the previous
-        if frozen[k]:
+        if frozen_k[k]:
             a, rows_k = held, prev_rows
         else:
             a, rows_k = (held * keep_prev[k] + fresh[k]) if smooth else target[k], live_ok[k]
         # 4. limits on the world book, then the capital caps
         factor = 1.0
         if book_limits:
-            if measured is None or frozen[k]:
+            if measured_k is None or frozen_k[k]:
                 r = slice(b_ptr[k], b_ptr[k + 1])
                 book = np.bincount(b_n[r], weights=a[b_s[r]] * b_w[r], minlength=n_n)
-                values = [f(book) for _, _, f in book_limits]
+                values = [float(f(book)) for _, _, f in book_limits]
             else:
-                values = measured[k]
-            for (name, lim, _), v in zip(book_limits, values, strict=True):
-                value = float(v)
+                values = measured_k[k]
+            for (name, lim, _), value in zip(book_limits, values, strict=True):
                 if value > lim + _EPS:
                     factor = min(factor, lim / value)
                     why = f"world book {name[4:]} {value:.4f} > {lim:g}: every strategy weight scaled by {lim / value:.4f}"
@@ -423,8 +441,7 @@ def allocate_world(
     book_w = np.bincount(b_k * n_n + b_n, weights=weights[b_k, b_s] * b_w, minlength=n_t * n_n)
     t_at = np.flatnonzero(np.abs(book_w) > _EPS)  # (session, symbol) ascending
     t_k, t_n, t_w = t_at // n_n, t_at % n_n, book_w[t_at]
-    t_ptr = np.searchsorted(t_k, np.arange(n_t + 1))
-    exposures = [book_exposure(t_w[t_ptr[k] : t_ptr[k + 1]]) for k in range(n_t - 1)]
+    gross, net = book_exposures(t_w, np.searchsorted(t_k, np.arange(n_t)))  # the sessions but the last
     prev_w = np.vstack([start_w[None, :], weights[:-1]])
     a_k, a_m = np.nonzero(rowmask)
     day_series = pl.Series(days_, dtype=pl.Date)
@@ -455,8 +472,8 @@ def allocate_world(
                 "equity": equities,
                 "drawdown": drawdowns,
                 "exposure": prev_w.sum(axis=1),
-                "gross_exposure": np.array([state.gross] + [g for g, _ in exposures]),
-                "net_exposure": np.array([state.net] + [x for _, x in exposures]),
+                "gross_exposure": np.r_[state.gross, gross],
+                "net_exposure": np.r_[state.net, net],
                 "n_live": (prev_w > 0).sum(axis=1).astype(np.int64),
                 "circuit": pl.Series([c is not None for c in circuit], dtype=pl.Boolean),
                 "circuit_since": pl.Series(circuit, dtype=pl.Date),
