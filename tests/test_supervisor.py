@@ -62,6 +62,26 @@ def test_zero_weights_are_dropped_and_no_rules_approve_all() -> None:
     assert set(out.get_column("risk_flags")) == {""}
 
 
+@pytest.mark.parametrize("weights", [[], [0.0, 0.0]], ids=["no_rows", "zero_weights_only"])
+def test_nothing_to_approve_gives_empty_typed_frames(weights: list[float]) -> None:
+    targets = pl.DataFrame(
+        {
+            "date": [D1] * len(weights),
+            "strategy": "s",
+            "symbol": ["A", "B"][: len(weights)],
+            "weight": weights,
+        },
+        schema={"date": pl.Date, "strategy": pl.String, "symbol": pl.String, "weight": pl.Float64},
+    )
+    limits = RiskLimits(
+        max_turnover=Rule(limit=0.1, action="scale"), max_gross=Rule(limit=1.0, action="reject")
+    )
+    out = supervise(targets, KPIS, limits)
+    assert out.approvals.height == 0 and out.audit.height == 0
+    TABLES["approvals"].schema.validate(out.approvals)
+    TABLES["audit_log"].schema.validate(out.audit)
+
+
 @pytest.mark.parametrize("name", list(LIMITS))
 def test_flag_records_but_keeps_weights(name: str) -> None:
     out = run(name, "flag")

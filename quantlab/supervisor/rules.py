@@ -404,7 +404,9 @@ def supervise(
     if zero.any():  # a date with only zero weights is a target date too
         pres_key = np.concatenate([pres_key, s_all[zero] * n_days + d_all[zero]])
     pres_key.sort()  # by (strategy, date)
-    pres_key = pres_key[np.r_[True, pres_key[1:] != pres_key[:-1]]]
+    first = np.ones(len(pres_key), dtype=bool)
+    first[1:] = pres_key[1:] != pres_key[:-1]
+    pres_key = pres_key[first]
     held = np.zeros((len(ids), len(syms)))
     if prev.height:
         held[
@@ -510,8 +512,7 @@ def _assemble(
         flags.scatter(multi, pl.select(pl.concat_str(parts, separator="; ", ignore_nulls=True)).to_series())
     # approval rows in (date, strategy, symbol) order: the book's rows with the extra rows merged in
     xs, xd, xn, xw = extra
-    s_all, d_all, n_all, w_all, tw_all = b.s, b.d, b.n, b.w, b.target
-    rej_all = rejected[b.grp]
+    rows = {"s": b.s, "d": b.d, "n": b.n, "w": b.w, "target": b.target, "rejected": rejected[b.grp]}
     if len(xw):
         x_key = (xd * n_s + xs) * n_n + xn
         x_by = np.argsort(x_key, kind="stable")
@@ -519,42 +520,50 @@ def _assemble(
         at += np.arange(len(xw))
         is_x = np.zeros(len(b.s) + len(xw), dtype=bool)
         is_x[at] = True
-        src = np.empty(len(is_x), dtype=np.int64)
-        src[~is_x] = np.arange(len(b.s))
-        src[is_x] = len(b.s) + x_by
-        s_all = np.concatenate([b.s, xs])[src]
-        d_all = np.concatenate([b.d, xd])[src]
-        n_all = np.concatenate([b.n, xn])[src]
-        rej_all = np.concatenate([rej_all, np.zeros(len(xw), dtype=bool)])[src]
-        w_all = np.concatenate([b.w, xw])[src]
-        tw_all = np.concatenate([b.target, np.zeros(len(xw))])[src]
+        is_row = ~is_x
+        x_rows = {"s": xs, "d": xd, "n": xn, "w": xw, "target": 0.0, "rejected": False}
+        for k, v in rows.items():
+            rows[k] = np.empty(len(is_x), dtype=v.dtype)
+            rows[k][is_row] = v
+            x = x_rows[k]
+            rows[k][is_x] = x[x_by] if isinstance(x, np.ndarray) else x
     # each row's flags: looked up once per run of rows of one (date, strategy)
-    gk_row = d_all * n_s + s_all
+    gk_row = rows["d"] * n_s + rows["s"]
     run = (
         np.flatnonzero(np.r_[True, gk_row[1:] != gk_row[:-1]]) if len(gk_row) else np.zeros(0, dtype=np.int64)
     )
     run_gk = gk_row[run]
     pos = np.minimum(np.searchsorted(flag_gk, run_gk), max(len(flag_gk) - 1, 0))
     found = flag_gk[pos] == run_gk if len(flag_gk) else np.zeros(len(run), dtype=bool)
-    run_flag = np.where(found, pos, len(flag_gk))  # the appended default
+    run_flag = np.where(found, pos, len(flag_gk)).astype(np.uint32)  # the appended default
     flag_rejected = np.zeros(len(flag_gk), dtype=bool)
-    flag_rejected[pos[found]] = rej_all[run[found]]
+    flag_rejected[pos[found]] = rows["rejected"][run[found]]
     verdict = pl.Series(["approved with adjustments: ", "rejected: "]).gather(flag_rejected.astype(np.int64))
     reasons = pl.select(pl.concat_str(verdict, flags)).to_series()
-    idx = np.repeat(run_flag, np.diff(np.r_[run, len(gk_row)]))
     names = pl.Series(ids, dtype=pl.String)
-    symbols = pl.Series(syms, dtype=pl.String)
-    approvals = pl.DataFrame(
+    rej = rows["rejected"]
+    codes = pl.DataFrame(
         {
-            "date": pl.Series(d_all + first_day, dtype=pl.Int32).cast(pl.Date),
-            "strategy": names.gather(s_all) if n_s else pl.Series([], dtype=pl.String),
-            "symbol": symbols.gather(n_all) if n_n else pl.Series([], dtype=pl.String),
-            "target_weight": tw_all,
-            "approved_weight": np.where(rej_all, 0.0, w_all),
-            "approved": ~rej_all,
-            "risk_flags": flags.append(pl.Series([""])).rechunk().gather(idx),
-            "reason": reasons.append(pl.Series(["approved: within all risk limits"])).rechunk().gather(idx),
+            "date": (rows["d"] + first_day).astype(np.int32),
+            "s": rows["s"],
+            "n": rows["n"],
+            "target_weight": rows["target"],
+            "approved_weight": np.where(rej, 0.0, rows["w"]),
+            "approved": ~rej,
+            "flag": np.repeat(run_flag, np.diff(np.r_[run, len(gk_row)])),
         }
+    )
+    approvals = codes.select(  # the string columns gathered in parallel
+        pl.col("date").cast(pl.Date),
+        strategy=pl.lit(names).gather("s"),
+        symbol=pl.lit(pl.Series(syms, dtype=pl.String)).gather("n"),
+        target_weight="target_weight",
+        approved_weight="approved_weight",
+        approved="approved",
+        risk_flags=pl.lit(flags.append(pl.Series([""])).rechunk()).gather("flag"),
+        reason=pl.lit(reasons.append(pl.Series(["approved: within all risk limits"])).rechunk()).gather(
+            "flag"
+        ),
     )
     audit = pl.DataFrame(
         {
