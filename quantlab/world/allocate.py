@@ -39,6 +39,7 @@ import polars as pl
 
 from quantlab.calendar import session_index, sessions, shift_sessions
 from quantlab.codes import ranges, run_codes
+from quantlab.parallel import start
 from quantlab.world.risk_parity import erc_weights, ledoit_wolf, shrunk
 from quantlab.world.spec import SIDES, WorldSpec, days
 
@@ -120,25 +121,44 @@ def _positions(df: pl.DataFrame, rows: list[dt.date], members: list[str]) -> tup
     return np.take(table, at, mode="clip"), run_codes(df.get_column("strategy"), members)[0]
 
 
-def _book_rows(
-    books: pl.DataFrame, rows: list[dt.date], members: list[str], ok: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The rows of `books` with a non-zero `approved_weight` whose (session, member) is `ok` (sessions x
-    members), and their session and member index; looked up once per run of rows of one (date, strategy)."""
+def _book_runs(
+    books: pl.DataFrame, rows: list[dt.date], members: list[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of rows of one (date, strategy) of `books`: their first row, one past their last, and
+    their session and member index (-1 outside `rows` / `members`)."""
     date = books.get_column("date").cast(pl.Int32).to_numpy()
     run = books.get_column("strategy").rle_id().to_numpy()
     new = np.ones(books.height, dtype=bool)
     new[1:] = (date[1:] != date[:-1]) | (run[1:] != run[:-1])
     heads = np.flatnonzero(new)
     k, s = _positions(books.select("date", "strategy")[heads], rows, members)
+    return heads, np.r_[heads[1:], books.height], k, s
+
+
+def _world_books(
+    books: pl.DataFrame, runs: tuple[np.ndarray, ...], ok: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """The rows of `books` with a non-zero `approved_weight` in the runs (`_book_runs`) whose (session,
+    member) is `ok` (sessions x members): session, member and symbol index and weight of each, sorted by
+    (session, member, symbol), and the symbols."""
+    heads, ends, k, s = runs
     on = (k >= 0) & (s >= 0)
     on[on] = ok[k[on], s[on]]
     g = np.flatnonzero(on)
-    ends = np.r_[heads[1:], books.height][g]
-    at = ranges(heads[g], ends)
-    head = np.repeat(g, ends - heads[g])
-    held = books.get_column("approved_weight").to_numpy()[at] != 0
-    return at[held], k[head[held]], s[head[held]]
+    at = ranges(heads[g], ends[g])
+    head = np.repeat(g, ends[g] - heads[g])
+    b_w = books.get_column("approved_weight").to_numpy()[at]
+    held = b_w != 0
+    at, head, b_w = at[held], head[held], b_w[held]
+    b_k, b_s = k[head], s[head]
+    bk_symbols = books.get_column("symbol").gather(at)
+    symbols = sorted(bk_symbols.unique().to_list())
+    b_n = bk_symbols.cast(pl.Enum(symbols)).to_physical().cast(pl.Int64).to_numpy()
+    key = (b_k * ok.shape[1] + b_s) * max(len(symbols), 1) + b_n
+    if len(key) and (np.diff(key) < 0).any():  # the supervisor writes them sorted; a warehouse read may not
+        order = np.argsort(key, kind="stable")
+        b_k, b_s, b_n, b_w = b_k[order], b_s[order], b_n[order], b_w[order]
+    return b_k, b_s, b_n, b_w, symbols
 
 
 def _matrix(df: pl.DataFrame, col: str, rows: list[dt.date], members: list[str], fill: float) -> np.ndarray:
@@ -274,6 +294,7 @@ def allocate_world(
     """
     alloc, risk = world.allocation, world.risk
     n_t, n_m = len(days_), len(members)
+    runs = start(lambda: _book_runs(books, days_, members))  # the books, read while the rest is set up
     hist = sessions(history_start(world, days_[0]), days_[-1])
     off = len(hist) - n_t
     ret_m = np.nan_to_num(_matrix(returns, "net", hist, members, np.nan), nan=0.0)
@@ -288,6 +309,11 @@ def allocate_world(
     frozen = np.array([d in frozen_on for d in days_], dtype=bool)
     sidx = session_index(days_)
     events: list[tuple] = []
+
+    # the approved books (rows sorted by session, strategy, symbol), read while the weights are computed:
+    # only the books that can get capital: live (and not rejected) that day, or any on an evaluate-only day
+    book_runs = runs.result()
+    world_books = start(lambda: _world_books(books, book_runs, live_ok | frozen[:, None]))
 
     # state-independent, every session at once: the method's weights, capped, within the side budgets
     method = alloc.method
@@ -333,18 +359,8 @@ def allocate_world(
     keep_prev = smooth * live_ok  # smoothing: s w_prev + (1 - s) w_new, for the strategies still live
     fresh = (1.0 - smooth) * target
 
-    # the approved books, rows sorted by (session, strategy, symbol)
-    # only the books that can get capital: live (and not rejected) that day, or any on an evaluate-only day
-    usable, b_k, b_s = _book_rows(books, days_, members, live_ok | frozen[:, None])
-    bk_symbols = books.get_column("symbol").gather(usable)
-    symbols = sorted(bk_symbols.unique().to_list())
+    b_k, b_s, b_n, b_w, symbols = world_books.result()
     n_n = max(len(symbols), 1)
-    b_w = books.get_column("approved_weight").to_numpy()[usable]
-    b_n = bk_symbols.cast(pl.Enum(symbols)).to_physical().cast(pl.Int64).to_numpy()
-    key = (b_k * n_m + b_s) * n_n + b_n
-    if len(key) and (np.diff(key) < 0).any():  # the supervisor writes them sorted; a warehouse read may not
-        order = np.argsort(key, kind="stable")
-        b_k, b_s, b_n, b_w = b_k[order], b_s[order], b_n[order], b_w[order]
     b_ptr = np.searchsorted(b_k, np.arange(n_t + 1))
     max_symbol = risk.exposure.max_symbol if risk.exposure else None
     book_limits = [
