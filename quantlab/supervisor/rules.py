@@ -22,8 +22,9 @@ strategy-level flags so a reader sees why a name was cut; every triggered rule i
 Implementation: rows become integer codes sorted by (date, strategy, symbol); each rule is a segment
 reduction per (strategy, date) in numpy with per-strategy limits, text is formatted only for the rules
 that fired. Rule 9 measures every date against the previous target book at once, on dense (date,
-strategy, symbol) blocks; only the strategies whose held book differs from their target after a hit step
-date by date (see `_turnover`).
+strategy, symbol) blocks (the next block built in the pool of `quantlab.parallel` while the current one
+steps); only the strategies whose held book differs from their target after a hit step date by date (see
+`_turnover`). Meanwhile the pool formats the audit text of rules 1-8.
 """
 
 from __future__ import annotations
