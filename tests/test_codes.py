@@ -1,11 +1,11 @@
-"""Tests for quantlab.codes: codes of grouped and ungrouped string columns, index ranges."""
+"""Tests for quantlab.codes: codes of grouped and ungrouped string columns, runs, index ranges."""
 
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
 
-from quantlab.codes import ranges, run_codes
+from quantlab.codes import ranges, run_codes, run_starts
 
 
 def test_grouped_column_codes_and_default_keys() -> None:
@@ -30,3 +30,10 @@ def test_ranges_concatenates_index_ranges_and_skips_empty_ones() -> None:
     assert ranges(lo, hi).tolist() == expected.tolist() == [3, 4, 7, 8, 0, 1, 10]
     assert ranges(np.array([4]), np.array([4])).tolist() == []
     assert ranges(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)).tolist() == []
+
+
+def test_run_starts_of_one_or_more_columns() -> None:
+    a, b = np.array([1, 1, 2, 2, 2, 1]), np.array([5, 6, 6, 6, 7, 7])
+    assert run_starts(a).tolist() == [0, 2, 5]
+    assert run_starts(a, b).tolist() == [0, 1, 2, 4, 5]
+    assert run_starts(np.zeros(0)).tolist() == []

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from quantlab.codes import run_starts
 from quantlab.features.library import FEATURES
 from quantlab.markdown import md_table
 
@@ -176,7 +177,7 @@ def _first_valid(df: pl.DataFrame, names: list[str]) -> pl.DataFrame:
         perm = np.argsort(day.astype(_small_uint(int(day.max()) + 1)), kind="stable")
         perm = perm[np.argsort(code[perm], kind="stable")]
         code, day = code[perm], day[perm]
-        starts = np.flatnonzero(np.concatenate([[True], code[1:] != code[:-1]]))
+        starts = run_starts(code)
         ends = np.append(starts[1:], code.size)
     for c in names:
         rows["feature"].append(c)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from quantlab.codes import ranges, run_codes
+from quantlab.codes import ranges, run_codes, run_starts
 from quantlab.parallel import prefetch, start
 from quantlab.supervisor.spec import RiskLimits
 
@@ -120,7 +120,7 @@ def _scale(name: str, b: _Book, scale_g: np.ndarray, lim_g: np.ndarray, m_g: np.
     elif name == "max_positions":
         order = np.lexsort((idx, -np.abs(w), grp))  # |w| descending, ties by symbol
         g_sorted = grp[order]
-        first = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
+        first = run_starts(g_sorted)
         rank = np.arange(idx.size) - np.repeat(first, np.diff(np.r_[first, idx.size]))
         w[order[rank >= lim_g[g_sorted]]] = 0.0
     elif name == "max_symbol_weight":
@@ -147,9 +147,10 @@ def _turnover(
     pres_d: np.ndarray,
     per: list[RiskLimits],
     held: np.ndarray,
-) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
-    """Rule 9 in date order. Updates `b.w` (and `rejected`, per group); returns the hits (strategy,
-    date, measured) and the extra rows (strategy, date, symbol, weight) a partial move keeps.
+) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, ...]]:
+    """Rule 9 in date order. Updates `b.w` (and `rejected`, per group); returns its audit part (one
+    trigger per hit, as the other rules') and the extra rows (strategy, date, symbol, weight) a partial
+    move keeps.
 
     While a strategy holds its target books, its turnover is measured against its previous target book
     (the "chain"): that is computed for every date at once, on dense (date, strategy, symbol) blocks.
@@ -177,11 +178,10 @@ def _turnover(
     # the groups by block position (a rejected date's target book is cash: its rows are left out)
     g_k = np.searchsorted(days_on, b.g_d)  # ascending
     g_used = has[b.g_s] & ~rejected
-    g_flat = (g_k * n_s + b.g_s) * n_n
     scale_s, reject_s, stepped = action == _SCALE, action == _REJECT, action >= _SCALE
     any_reject = bool(reject_s.any())
     block = max(1, min(n_k, _BLOCK // max(n_s * n_n, 1)))
-    chain = _chain(b, g_k, g_flat[g_used], np.flatnonzero(g_used), present, prev_k, held, block)
+    chain = _chain(b, g_k, np.flatnonzero(g_used), present, prev_k, held, block)
     book = np.zeros((n_s, n_n))  # the held book of the strategies in an episode
     episode = np.zeros(n_s, dtype=bool)
     in_episode = False
@@ -250,20 +250,28 @@ def _turnover(
         if extra
         else (empty, empty, empty, np.zeros(0))
     )
-    return (hs, hd, ht), cols
+    part = {
+        "s": hs,
+        "d": hd,
+        "rank": np.full(len(hs), len(RULES) - 1),
+        "action": action[hs],
+        "limit": limit[hs],
+        "measured": ht,
+        "below": np.zeros(len(hs), dtype=np.int64),
+    }
+    return part, cols
 
 
 def _chain(
     b: _Book,
     g_k: np.ndarray,
-    g_flat: np.ndarray,
     g: np.ndarray,
     present: np.ndarray,
     prev_k: np.ndarray,
     held: np.ndarray,
     block: int,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
-    """The target books of the groups `g` (block position `g_k`, flat offset `g_flat` of each) on dense
+    """The target books of the groups `g` (`g_k`: the block position of every group) on dense
     (date, strategy, symbol) blocks of `block` dates: per block its first date k0, `dense` (row 0: each
     strategy's last target book before the block, from `held` on; row 1 + j: the books of date k0 + j),
     `src` (the row of `dense` with each (date, strategy)'s previous target book) and `to` (the turnover
@@ -271,7 +279,9 @@ def _chain(
     n_k, n_s = present.shape
     n_n = held.shape[1]
     last = held.copy()
-    bounds = np.searchsorted(g_k[g], np.arange(0, n_k + block, block))
+    k_g = g_k[g]
+    flat = (k_g * n_s + b.g_s[g]) * n_n  # each group's offset in a dense block starting at date 0
+    bounds = np.searchsorted(k_g, np.arange(0, n_k + block, block))
     for k0, lo, hi in zip(range(0, n_k, block), bounds[:-1], bounds[1:], strict=True):
         n_j = min(block, n_k - k0)
         gb = g[lo:hi]
@@ -279,7 +289,7 @@ def _chain(
         dense[0] = last
         rows = ranges(b.starts[gb], b.ends[gb])
         dense.reshape(-1)[
-            np.repeat(g_flat[lo:hi] - (k0 - 1) * n_s * n_n, b.ends[gb] - b.starts[gb]) + b.n[rows]
+            np.repeat(flat[lo:hi] - (k0 - 1) * n_s * n_n, b.ends[gb] - b.starts[gb]) + b.n[rows]
         ] = b.w[rows]
         pres = present[k0 : k0 + n_j]
         src = np.maximum(prev_k[k0 : k0 + n_j] - k0 + 1, 0)  # the row of `dense` with the previous book
@@ -355,9 +365,8 @@ def supervise(
     del key
     rows = rows[order]
     s, d, n = s_all[rows], d_all[rows].astype(np.int64), n_held[order].astype(np.int64)
-    new = np.ones(len(s), dtype=bool)
-    new[1:] = (s[1:] != s[:-1]) | (d[1:] != d[:-1])
-    starts = np.flatnonzero(new)
+    starts = run_starts(s, d)
+    ends = np.r_[starts[1:], len(s)]
     target = weight.cast(pl.Float64).to_numpy()[rows]
     b = _Book(
         s=s,
@@ -366,9 +375,9 @@ def supervise(
         target=target,
         w=target.copy(),
         score=targets.get_column("score").cast(pl.Float64).to_numpy()[rows],
-        grp=np.cumsum(new) - 1,
+        grp=np.repeat(np.arange(len(starts)), ends - starts),
         starts=starts,
-        ends=np.r_[starts[1:], len(s)],
+        ends=ends,
         g_s=s[starts],
         g_d=d[starts],
         g_key=d[starts] * len(ids) + s[starts],
@@ -405,9 +414,7 @@ def supervise(
     if zero.any():  # a date with only zero weights is a target date too
         pres_key = np.concatenate([pres_key, s_all[zero] * n_days + d_all[zero]])
     pres_key.sort()  # by (strategy, date)
-    first = np.ones(len(pres_key), dtype=bool)
-    first[1:] = pres_key[1:] != pres_key[:-1]
-    pres_key = pres_key[first]
+    pres_key = pres_key[run_starts(pres_key)]
     held = np.zeros((len(ids), len(syms)))
     if prev.height:
         held[
@@ -415,8 +422,10 @@ def supervise(
         ] = prev.get_column("approved_weight").to_numpy()
     triggers = _triggers(audit_parts)
     reasons = start(lambda: _reasons(triggers))  # the other rules' audit text, while rule 9 steps
-    hits, extra = _turnover(b, rejected, pres_key // n_days, pres_key % n_days, per, held)
-    return _assemble(b, rejected, (triggers, reasons.result()), hits, extra, ids, syms, first_day, per)
+    part, extra = _turnover(b, rejected, pres_key // n_days, pres_key % n_days, per, held)
+    turnover = _triggers([part])
+    audit = ((triggers, reasons.result()), (turnover, _reasons(turnover)))
+    return _assemble(b, rejected, audit, extra, ids, syms, first_day)
 
 
 def _triggers(parts: list[dict]) -> dict[str, np.ndarray]:
@@ -465,40 +474,24 @@ def _reasons(t: dict[str, np.ndarray]) -> pl.Series:
 def _assemble(
     b: _Book,
     rejected: np.ndarray,
-    first: tuple[dict[str, np.ndarray], pl.Series],
-    hits: tuple[np.ndarray, ...],
+    audit_parts: tuple[tuple[dict[str, np.ndarray], pl.Series], ...],
     extra: tuple[np.ndarray, ...],
     ids: list[str],
     syms: list[str],
     first_day: int,
-    per: list[RiskLimits],
 ) -> Supervision:
     """Approvals and audit frames from the arrays: codes back to strings, and the text (reason and flags)
-    formatted once per trigger and per (date, strategy), then gathered onto the rows."""
-    t_limit, t_action = _rule_arrays("max_turnover", per)
-    ts, td, t_to = hits
+    formatted once per trigger and per (date, strategy), then gathered onto the rows. `audit_parts`: the
+    triggers (`_triggers`) and their reasons (`_reasons`) of each part."""
     n_s, n_n = len(ids), len(syms)
-    turnover = _triggers(
-        [
-            {
-                "s": ts,
-                "d": td,
-                "rank": np.full(len(ts), len(RULES) - 1),
-                "action": t_action[ts],
-                "limit": t_limit[ts],
-                "measured": t_to,
-                "below": np.zeros(len(ts), dtype=np.int64),
-            }
-        ]
-    )
-    arr = {k: np.concatenate([first[0][k], v]) for k, v in turnover.items()}
+    arr = {k: np.concatenate([t[k] for t, _ in audit_parts]) for k in audit_parts[0][0]}
     gk = arr["d"] * n_s + arr["s"]  # (date, strategy) of each trigger
     by = np.argsort(gk * len(RULES) + arr["rank"])  # unique: a rule triggers once per (date, strategy)
     arr = {k: v[by] for k, v in arr.items()}
     gk = gk[by]
-    reason = pl.concat([first[1], _reasons(turnover)], rechunk=True).gather(by)
+    reason = pl.concat([r for _, r in audit_parts], rechunk=True).gather(by)
     # flags per (date, strategy): the reasons of its triggers in rule order, joined by "; "
-    first = np.flatnonzero(np.r_[True, gk[1:] != gk[:-1]]) if len(gk) else np.zeros(0, dtype=np.int64)
+    first = run_starts(gk)
     cnt = np.diff(np.r_[first, len(gk)])
     flag_gk = gk[first]
     flags = reason.gather(first)
@@ -530,9 +523,7 @@ def _assemble(
             rows[k][is_x] = x[x_by] if isinstance(x, np.ndarray) else x
     # each row's flags: looked up once per run of rows of one (date, strategy)
     gk_row = rows["d"] * n_s + rows["s"]
-    run = (
-        np.flatnonzero(np.r_[True, gk_row[1:] != gk_row[:-1]]) if len(gk_row) else np.zeros(0, dtype=np.int64)
-    )
+    run = run_starts(gk_row)
     run_gk = gk_row[run]
     pos = np.minimum(np.searchsorted(flag_gk, run_gk), max(len(flag_gk) - 1, 0))
     found = flag_gk[pos] == run_gk if len(flag_gk) else np.zeros(len(run), dtype=bool)

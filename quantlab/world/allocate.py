@@ -38,7 +38,7 @@ import numpy as np
 import polars as pl
 
 from quantlab.calendar import session_index, sessions, shift_sessions
-from quantlab.codes import ranges, run_codes
+from quantlab.codes import ranges, run_codes, run_starts
 from quantlab.parallel import start
 from quantlab.world.risk_parity import erc_weights, ledoit_wolf, shrunk
 from quantlab.world.spec import SIDES, WorldSpec, days
@@ -127,10 +127,7 @@ def _book_runs(
     """The runs of rows of one (date, strategy) of `books`: their first row, one past their last, and
     their session and member index (-1 outside `rows` / `members`)."""
     date = books.get_column("date").cast(pl.Int32).to_numpy()
-    run = books.get_column("strategy").rle_id().to_numpy()
-    new = np.ones(books.height, dtype=bool)
-    new[1:] = (date[1:] != date[:-1]) | (run[1:] != run[:-1])
-    heads = np.flatnonzero(new)
+    heads = run_starts(date, books.get_column("strategy").rle_id().to_numpy())
     k, s = _positions(books.select("date", "strategy")[heads], rows, members)
     return heads, np.r_[heads[1:], books.height], k, s
 
